@@ -1,0 +1,5 @@
+import sys
+
+from bonemet.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``bonemet`` command line: one module per subcommand (``cmd_<name>.py``, each with ``register``)."""
