@@ -42,6 +42,18 @@ PY
   fi
 }
 
+# The report test opens the HTML in headless Chromium (Debian package). Install it when missing and we may
+# (root with apt-get, as in CI); otherwise that one test reports why it cannot run.
+ensure_browser() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  [ "${BONEMET_NO_BROWSER_INSTALL:-}" = 1 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "run.sh: installing chromium (Debian package) for the report rendering test" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+      || echo "run.sh: could not install chromium; the browser test will say so" >&2
+  fi
+}
+
 cmd="${1:-}"
 [ -n "$cmd" ] && shift || true
 case "$cmd" in
@@ -50,6 +62,7 @@ case "$cmd" in
   bonemet) setup test; exec "$venv/bin/bonemet" "$@" ;;
   test)
     setup test
+    ensure_browser
     cd "$here"
     exec "$venv/bin/python" -m pytest "$@" ;;
   *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] && exit 0 || exit 2 ;;
