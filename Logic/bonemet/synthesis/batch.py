@@ -239,6 +239,18 @@ def _run_chunk(job: dict) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------- the batch
+def _remove_stale_temps(out: Path) -> None:
+    """Delete hidden temporary files a killed run left behind (``.<name>.tmp<pid>...``)."""
+    for sub in ("ct", "lesion", "femur", RECORDS, "."):
+        d = out / sub
+        if d.is_dir():
+            for f in d.glob(".*.tmp*"):
+                try:
+                    f.unlink()
+                except OSError:
+                    pass
+
+
 def _record_done(out: Path, cid: str) -> dict | None:
     p = out / RECORDS / f"{cid}.json"
     if not p.exists():
@@ -330,6 +342,7 @@ def synthesize(library_dir, healthy_dir, out_dir, per_pair: int | None = None, s
                                  f"({', '.join(diff)} differ): use another output folder or delete it", out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(cfg_path, config)
+    _remove_stale_temps(out)
 
     # deterministic, diverse order (k-major) so that --max-cases N covers many lesions and femurs
     tasks = [(it.id, h.id, k) for k in range(per_pair) for h in healthy for it in lib.items]
