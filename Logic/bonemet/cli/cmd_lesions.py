@@ -52,5 +52,5 @@ def run_list(args) -> int:
     for it in lib:
         loc = it.meta.get("location") or {}
         print(f"{it.id:<24} {it.source_case:<12} {it.voxels:>7} {it.volume_mm3:>9.1f}  "
-              f"{str(loc.get('side') or '-'):<6} {loc.get('region_estimate') or '-'}")
+              f"{str(loc.get('side') or '-'):<6} {loc.get('region') or loc.get('region_estimate') or '-'}")
     return 0

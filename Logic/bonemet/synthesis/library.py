@@ -188,6 +188,31 @@ def extract_items(ct: np.ndarray, lesion: np.ndarray, geometry: Geometry, source
     return items
 
 
+def _match_recorded_lesions(items: list[LesionItem], recorded, geometry: Geometry, max_mm: float = 15.0) -> None:
+    """When the manifest lists the case's lesions with a ``centre_ijk`` and ``location`` (as ``bonemet phantom``
+    writes), copy the nearest one's location/id into the item's metadata."""
+    if not isinstance(recorded, list):
+        return
+    for it in items:
+        best, best_d = None, max_mm
+        for rec in recorded:
+            if not isinstance(rec, dict) or rec.get("centre_ijk") is None:
+                continue
+            try:
+                p = geometry.index_to_physical(rec["centre_ijk"])
+            except (TypeError, ValueError):
+                continue
+            d = float(np.linalg.norm(np.asarray(p) - np.asarray(it.meta["centroid_lps"])))
+            if d < best_d:
+                best, best_d = rec, d
+        if best is not None:
+            loc = it.meta["location"]
+            loc["region"] = best.get("location")
+            loc["recorded_lesion_id"] = best.get("id")
+            if best.get("side") and not loc.get("side"):
+                loc["side"] = best["side"]
+
+
 def _save_item(path: Path, item: LesionItem) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -217,6 +242,7 @@ def extract_library(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     n_small = 0
     for case in progress(cases, desc="extract lesions", unit="case"):
         ct = read_ct(case.ct)
+        read_geo = ct.geometry
         les = read_mask(case.lesion, reference=ct, binary=True)
         fem = read_mask(case.femur, reference=ct, binary=False) if case.femur is not None else None
         if not les.array.any():
@@ -231,6 +257,7 @@ def extract_library(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, 
         items = extract_items(ct.array, les.array, ct.geometry, case.id,
                               None if fem is None else fem.array, min_voxels, margin_vox)
         n_small += n_all - len(items)
+        _match_recorded_lesions(items, case.get("lesions"), read_geo)
         for it in items:
             rel = f"items/{it.id}.npz"
             _save_item(out_dir / rel, it)
