@@ -227,3 +227,14 @@ def test_resume_after_real_kill(tmp_path):
     for rec in m1[::5]:
         for x, y in zip(_arrays(out, rec), _arrays(ref, rec)):
             assert np.array_equal(x, y)
+
+
+def test_preview_montage_and_demo_helper(tmp_path):
+    from bonemet.synthesis.demo import run_synthesis_demo
+
+    ds = make_dataset(tmp_path / "ds", n_lesioned=2, n_healthy=1)
+    res = run_synthesis_demo(ds, tmp_path / "demo", spacing=1.0, per_pair=1, preview_n=2)
+    assert res["n_lesions"] == 2 and res["summary"]["kept"] >= 1
+    png = Path(res["preview"])
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert len(load_manifest(res["synthetic"])) == res["summary"]["kept"]
