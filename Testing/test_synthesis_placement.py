@@ -1,6 +1,5 @@
 """Interactive placement API: coordinates (IJK / RAS / LPS), determinism, errors, snapping, CLI."""
 
-import json
 
 import numpy as np
 import pytest

@@ -32,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--preset", default="paper", help="synthesis preset: paper or small, or a JSON file (default paper)")
     p.add_argument("--max-cases", type=int, default=None, metavar="N", help="synthesise at most N cases")
     p.add_argument("--spacing", type=float, default=None, metavar="MM",
-                   help="output isotropic spacing in mm (default: the preset's, else the library's)")
+                   help="output isotropic spacing in mm (default: the library's working spacing)")
     p.add_argument("--preview", metavar="PNG", default=None,
                    help="also save a montage of a few synthetic cases next to their source lesions")
     p.set_defaults(func=run)
