@@ -64,7 +64,7 @@ def _nonzero_rows(mask: np.ndarray) -> np.ndarray:
     if m.dtype.kind == "f":
         return np.asarray((m != 0).reshape(m.shape[0], -1).any(axis=1))
     if not m.flags.c_contiguous:
-        return np.asarray(m.reshape(m.shape[0], -1).any(axis=1))
+        return np.any(m, axis=tuple(range(1, m.ndim)))
     rows = m.reshape(m.shape[0], -1).view(np.uint8)
     if rows.shape[1] % 8 == 0:
         rows = rows.view(np.uint64)
@@ -99,6 +99,69 @@ def union_box(*boxes, shape=None, margin: int = 0) -> tuple[slice, ...] | None:
             lo, hi = max(lo, 0), min(hi, shape[axis])
         out.append(slice(max(lo, 0), hi))
     return tuple(out)
+
+
+MAX_RUNS = 64  # split a box along an axis only into at most this many runs (bounded Python overhead)
+
+
+def _profile(arrs, axis: int) -> np.ndarray:
+    """Bool vector along ``axis``: which hyper-slices hold a non-zero voxel in any of ``arrs``."""
+    out = None
+    for a in arrs:
+        if axis == 0:
+            prof = _nonzero_rows(a)
+        elif axis == a.ndim - 2 and a.flags.c_contiguous and a.ndim >= 2 and a.dtype.kind != "f" \
+                and (a.shape[-1] * a.itemsize) % 8 == 0:
+            rows = a.reshape(-1, a.shape[-2], a.shape[-1]).view(np.uint8).view(np.uint64)
+            prof = rows.any(axis=2).any(axis=0)
+        else:
+            other = tuple(i for i in range(a.ndim) if i != axis)
+            prof = np.any(a != 0 if a.dtype.kind == "f" else a, axis=other)
+        out = prof if out is None else (out | prof)
+    return out
+
+
+def _runs(profile: np.ndarray) -> list[tuple[int, int]]:
+    """[(start, stop)] of the runs of True in a bool vector."""
+    p = np.concatenate([[False], profile.astype(bool), [False]])
+    d = np.flatnonzero(p[1:] != p[:-1])
+    return list(zip(d[0::2].tolist(), d[1::2].tolist()))
+
+
+def foreground_boxes(*masks, max_boxes: int = 256) -> list[tuple[slice, ...]]:
+    """Disjoint tight boxes covering every non-zero voxel of the union of ``masks``, separated by empty slabs.
+
+    Every voxel outside the boxes is zero in all masks, and so is every face neighbour of a box outside it:
+    local operations (surface extraction, connected components) can run box by box on zero-padded crops.
+    A few lesions scattered in a 300×512×512 volume give a few small boxes instead of one large union box."""
+    arrs = [np.asarray(m) for m in masks]
+    ndim = arrs[0].ndim
+    leaves: list[tuple[slice, ...]] = []
+
+    def split(box: tuple[slice, ...], start_axis: int) -> None:
+        views = [a[box] for a in arrs]
+        for k in range(ndim):
+            axis = (start_axis + k) % ndim
+            runs = _runs(_profile(views, axis))
+            if not runs:
+                return
+            if len(runs) == 1 or len(runs) > MAX_RUNS or len(leaves) + len(runs) > max_boxes:
+                lo, hi = runs[0][0], runs[-1][1]
+                if (lo, hi) != (0, views[0].shape[axis]):
+                    b = list(box)
+                    b[axis] = slice(box[axis].start + lo, box[axis].start + hi)
+                    box = tuple(b)
+                    views = [a[box] for a in arrs]
+                continue
+            for lo, hi in runs:
+                b = list(box)
+                b[axis] = slice(box[axis].start + lo, box[axis].start + hi)
+                split(tuple(b), axis + 1)
+            return
+        leaves.append(box)
+
+    split(tuple(slice(0, s) for s in arrs[0].shape), 0)
+    return leaves
 
 
 def _as_binary(crop: np.ndarray, name: str) -> np.ndarray:
@@ -181,10 +244,9 @@ def surface_distances(pred, ref, spacing_zyx, workers: int = 1) -> tuple[np.ndar
     Both masks must be non-empty (otherwise the distances are undefined; :func:`segmentation_metrics` handles it).
     """
     pred, ref, sp = _check_pair(pred, ref, spacing_zyx)
-    p, r, box = crop_pair(pred, ref, margin=1)
-    if box is None or not p.any() or not r.any():
+    n_p, n_r, _, (pp, rp) = _pair_stats(pred, ref, sp)
+    if n_p == 0 or n_r == 0:
         raise ValueError("surface distances need two non-empty masks")
-    pp, rp = surface_points(p, sp), surface_points(r, sp)
     return _nearest(pp, rp, workers), _nearest(rp, pp, workers)
 
 
@@ -209,6 +271,31 @@ def assd(d_pred_ref: np.ndarray, d_ref_pred: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------------------------
 # All metrics of one pair
 # ---------------------------------------------------------------------------------------------------------------
+def _pair_stats(pred, ref, sp, surfaces: bool = True):
+    """Voxel counts, intersection and (optionally) surface points in mm of a pair, box by box
+    (:func:`foreground_boxes`): (n_pred, n_ref, n_intersection, (pred_points, ref_points) or None)."""
+    if pred.dtype.kind == "f" or ref.dtype.kind == "f":
+        pred = _as_binary(pred, "prediction").view(np.uint8)
+        ref = _as_binary(ref, "reference").view(np.uint8)
+    n_p = n_r = inter = 0
+    pts_p, pts_r = [], []
+    for box in foreground_boxes(pred, ref):
+        p, r = _as_binary(pred[box], "prediction"), _as_binary(ref[box], "reference")
+        n_p += int(np.count_nonzero(p))
+        n_r += int(np.count_nonzero(r))
+        inter += int(np.count_nonzero(p & r))
+        if surfaces:
+            off = np.array([b.start for b in box], dtype=np.float64)
+            for m, acc in ((p, pts_p), (r, pts_r)):
+                idx = np.argwhere(surface_voxels(m))
+                if len(idx):
+                    acc.append((idx + off) * sp)
+    if not surfaces:
+        return n_p, n_r, inter, None
+    cat = lambda acc: np.concatenate(acc) if acc else np.zeros((0, len(sp)))  # noqa: E731
+    return n_p, n_r, inter, (cat(pts_p), cat(pts_r))
+
+
 def segmentation_metrics(pred, ref, spacing_zyx, workers: int = 1, distances: bool = True) -> dict:
     """All metrics of a binary prediction vs a binary reference on the same grid.
 
@@ -222,12 +309,7 @@ def segmentation_metrics(pred, ref, spacing_zyx, workers: int = 1, distances: bo
     """
     pred, ref, sp = _check_pair(pred, ref, spacing_zyx)
     voxel = float(np.prod(sp))
-    p, r, box = crop_pair(pred, ref, margin=1)
-    if box is None:
-        n_p = n_r = inter = 0
-    else:
-        n_p, n_r = int(np.count_nonzero(p)), int(np.count_nonzero(r))
-        inter = int(np.count_nonzero(p & r))
+    n_p, n_r, inter, pts = _pair_stats(pred, ref, sp, surfaces=distances)
     out: dict = {k: None for k in METRIC_KEYS}
     out.update(vol_pred_mm3=n_p * voxel, vol_ref_mm3=n_r * voxel, vol_diff_mm3=(n_p - n_r) * voxel,
                n_pred_vox=n_p, n_ref_vox=n_r)
@@ -244,7 +326,7 @@ def segmentation_metrics(pred, ref, spacing_zyx, workers: int = 1, distances: bo
         out.update(dice=2.0 * inter / (n_p + n_r), sensitivity=inter / n_r, precision=inter / n_p,
                    vol_diff_pct=100.0 * (n_p - n_r) / n_r)
         if distances:
-            pp, rp = surface_points(p, sp), surface_points(r, sp)
+            pp, rp = pts
             d_pr, d_rp = _nearest(pp, rp, workers), _nearest(rp, pp, workers)
             out.update(hd=hausdorff(d_pr, d_rp), hd95=hausdorff(d_pr, d_rp, 95), assd=assd(d_pr, d_rp))
     out["status"] = status
