@@ -16,6 +16,7 @@ from bonemet import intensity
 from bonemet.dataset import Case, load_manifest
 from bonemet.errors import InputError
 from bonemet.io import Geometry, Volume, read_ct, read_mask
+from bonemet.segmentation.config import spacing_zyx
 from bonemet.segmentation.grid import bbox_slices, crop_geometry, resample_to_spacing
 
 
@@ -63,19 +64,28 @@ def make_crops(ct: Volume, femur: np.ndarray | None, cfg: dict, lesion: np.ndarr
         sub_geo = crop_geometry(geo, sl)
         ct_hu, mgeo = resample_to_spacing(np.ascontiguousarray(ct.array[sl], dtype=np.float32), sub_geo,
                                           cfg["spacing"], "linear", default_value=-1000.0)
-        img = intensity.standardise(ct_hu, cfg.get("intensity"))
         if femur is None:
-            fem = np.ones(img.shape, np.uint8)
+            fem = np.ones(ct_hu.shape, np.uint8)
         else:
             fsel = (femur[sl] > 0).astype(np.float32)
             fem = (resample_to_spacing(fsel, sub_geo, cfg["spacing"], "linear")[0] >= 0.5).astype(np.uint8)
-        chans = [img]
-        if cfg.get("femur_channel"):
-            chans.append(fem.astype(np.float32))
         les = None
         if lesion is not None:
             lsel = (lesion[sl] > 0).astype(np.float32)
             les = (resample_to_spacing(lsel, sub_geo, cfg["spacing"], "linear")[0] >= 0.5).astype(np.uint8)
+        # the axis-aligned model grid of an oblique crop is larger than the femur box: cut it back to the
+        # femur's box (+ margin) in patient axes, so the network sees the same context for any input direction
+        if femur is not None:
+            mmargin = np.ceil(float(cfg.get("crop_margin_mm", 10.0)) / np.asarray(spacing_zyx(cfg))).astype(int)
+            msl = bbox_slices(fem, mmargin)
+            if msl is not None and tuple(s.stop - s.start for s in msl) != fem.shape:
+                mgeo = crop_geometry(mgeo, msl)
+                ct_hu, fem = ct_hu[msl], fem[msl]
+                les = les[msl] if les is not None else None
+        img = intensity.standardise(ct_hu, cfg.get("intensity"))
+        chans = [img]
+        if cfg.get("femur_channel"):
+            chans.append(fem.astype(np.float32))
         crops.append(Crop(lab, sl, sub_geo, mgeo, np.stack(chans).astype(np.float32), fem, les))
     return crops
 

@@ -38,16 +38,19 @@ def crop_geometry(geometry: Geometry, slices) -> Geometry:
 
 
 def spacing_geometry(geometry: Geometry, spacing_xyz) -> Geometry:
-    """Grid covering the same physical box as ``geometry`` with voxel size ``spacing_xyz`` (same direction)."""
-    old = np.asarray(geometry.spacing, dtype=float)
+    """Axis-aligned (identity direction, LPS) grid of voxel size ``spacing_xyz`` covering the physical box of
+    ``geometry``. The network therefore always sees anatomy in patient axes, whatever the input's direction
+    (flipped, permuted or oblique grids)."""
     new = np.asarray(spacing_xyz, dtype=float)
-    extent = old * np.asarray(geometry.size)
-    size = np.maximum(np.round(extent / new).astype(int), 1)
-    # keep the box's outer corner: first voxel centre moves by half the spacing change
-    corner = geometry.index_to_physical([-0.5, -0.5, -0.5])
-    origin = corner + geometry.direction_matrix @ (0.5 * new)
-    return Geometry(tuple(int(s) for s in size), tuple(float(s) for s in new),  # type: ignore[arg-type]
-                    tuple(float(o) for o in origin), geometry.direction)
+    size = np.asarray(geometry.size, dtype=float)
+    corners = np.array([geometry.index_to_physical([cx, cy, cz])
+                        for cx in (-0.5, size[0] - 0.5) for cy in (-0.5, size[1] - 0.5)
+                        for cz in (-0.5, size[2] - 0.5)])
+    lo, hi = corners.min(0), corners.max(0)
+    n = np.maximum(np.round((hi - lo) / new - 1e-6).astype(int), 1)
+    origin = lo + 0.5 * new
+    return Geometry(tuple(int(s) for s in n), tuple(float(s) for s in new),  # type: ignore[arg-type]
+                    tuple(float(o) for o in origin))
 
 
 def resample_onto(array: np.ndarray, source: Geometry, target: Geometry, interpolator: str = "linear",

@@ -252,8 +252,8 @@ def train_unet(dataset_dirs, package_dir, preset: str = "small", epochs: int | N
         history = list(st["history"])
         start_epoch, best, best_epoch, bad = int(st["epoch"]) + 1, float(st["best"]), int(st["best_epoch"]), int(
             st["bad"])
-        if st.get("finished"):
-            start_epoch = n_epochs + 1
+        if st.get("stopped_early"):
+            start_epoch = n_epochs + 1  # an early-stopped training is complete; more epochs won't help
         log.info("resuming after epoch %d (best val Dice %.4f at epoch %d)", start_epoch - 1, best, best_epoch)
     elif (pkg / "config.json").exists() and not resume:
         raise InputError("a model package already exists here; choose another output folder", pkg)
@@ -352,7 +352,7 @@ def train_unet(dataset_dirs, package_dir, preset: str = "small", epochs: int | N
         _save_state(state_path, {"model": net.state_dict(), "optimizer": opt.state_dict(),
                                  "scheduler": sched.state_dict(), "best_model": best_state, "history": history,
                                  "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
-                                 "finished": True})
+                                 "finished": True, "stopped_early": stopped_early})
     if dist is not None:
         dist.barrier()
     return summary
