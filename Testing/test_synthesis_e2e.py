@@ -34,3 +34,16 @@ def test_phantom_to_synthetic_set(tmp_path):
         assert les.any() and not np.any(les.astype(bool) & (fem == 0))
         assert les.sum() * 8.0 > 16.0
     assert (tmp_path / "preview.png").stat().st_size > 5000
+
+    # healthy cases without a femur mask: the femur is segmented on the fly (bonemet.femur)
+    m = json.loads((tmp_path / "ph" / "manifest.json").read_text())
+    for r in m:
+        if not r["lesion"]:
+            r["femur"] = None
+    (tmp_path / "ph" / "manifest.json").write_text(json.dumps(m))
+    assert cli(["synth", "--lesions", str(tmp_path / "lib"), "--healthy", str(tmp_path / "ph"), "-o",
+                str(tmp_path / "syn2"), "--per-pair", "1", "--preset", "small", "--max-cases", "2"]) == 0
+    for c in load_manifest(tmp_path / "syn2"):
+        les = read_mask(c.lesion).array
+        fem = read_mask(c.femur, binary=False).array
+        assert fem.any() and les.any() and not np.any(les.astype(bool) & (fem == 0))
