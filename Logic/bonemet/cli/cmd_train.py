@@ -70,6 +70,7 @@ def run(args) -> int:
     summary = train_unet(args.datasets, args.output, preset=args.preset, epochs=args.epochs, init=args.init,
                          seed=args.seed, device=args.device, overrides=overrides, val_dataset=args.val,
                          resume=args.resume)
-    logging.getLogger("bonemet").info("model package written to %s (best validation Dice %s at epoch %s)",
-                                      args.output, summary["best_val_dice"], summary["best_epoch"])
+    if summary.get("rank", 0) == 0:
+        logging.getLogger("bonemet").info("model package written to %s (best validation Dice %s at epoch %s)",
+                                          args.output, summary["best_val_dice"], summary["best_epoch"])
     return 0

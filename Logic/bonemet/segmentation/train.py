@@ -337,7 +337,7 @@ def train_unet(dataset_dirs, package_dir, preset: str = "small", epochs: int | N
     summary = {"epochs_run": len(history), "best_epoch": best_epoch, "best_val_dice": best if best >= 0 else None,
                "stopped_early": stopped_early, "dataset_kind": kind, "lr_decay": decay,
                "iterations_per_s": (n_iter_total / t_train) if t_train > 0 else None, "package": str(pkg),
-               "n_train_cases": len(train_cases), "n_val_cases": len(val_cases), "world_size": world}
+               "n_train_cases": len(train_cases), "n_val_cases": len(val_cases), "world_size": world, "rank": rank}
     if rank == 0:
         final = best_state if best_state is not None else net.state_dict()
         training = {"datasets": manifest_hashes(dataset_dirs), "train_cases": [c.id for c in train_cases],
