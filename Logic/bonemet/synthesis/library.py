@@ -40,6 +40,7 @@ FORMAT_VERSION = 1
 DEFAULT_SPACING = 0.85
 DEFAULT_MIN_VOXELS = 26
 MARGIN_VOX = 3
+CROP_MARGIN_MM = 12.0
 # 26-connectivity: one lesion = one 3D connected component
 STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 
@@ -113,7 +114,18 @@ def _region(distance_from_top_mm: float) -> str:
     return "shaft"
 
 
-def _location(comp_mask_full: np.ndarray, centroid_zyx, femur: np.ndarray | None, geometry: Geometry) -> dict:
+def femur_tops(femur: np.ndarray, geometry: Geometry) -> dict[int, float]:
+    """Superior-most physical z (LPS, +z superior) of each femur label."""
+    tops = {}
+    for lab in (1, 2):
+        zz = np.nonzero(np.any(femur == lab, axis=(1, 2)))[0]
+        if zz.size:
+            tops[lab] = float(max(geometry.index_to_physical((0, 0, int(z)))[2] for z in (zz.min(), zz.max())))
+    return tops
+
+
+def _location(comp_mask_full: np.ndarray, centroid_zyx, femur: np.ndarray | None, geometry: Geometry,
+              tops: dict | None = None) -> dict:
     loc: dict = {"side": None, "femur_label": None, "distance_from_femur_top_mm": None, "region_estimate": None}
     if femur is None:
         return loc
@@ -124,11 +136,8 @@ def _location(comp_mask_full: np.ndarray, centroid_zyx, femur: np.ndarray | None
     lab = int(np.bincount(labels.astype(np.int64)).argmax())
     loc["femur_label"] = lab
     loc["side"] = {1: "right", 2: "left"}.get(lab)
-    # superior-most physical z of this femur (LPS: +z is superior)
-    zz = np.nonzero(np.any(femur == lab, axis=(1, 2)))[0]
-    if zz.size:
-        zs = [geometry.index_to_physical((0, 0, z))[2] for z in (zz.min(), zz.max())]
-        top = max(zs)
+    top = (tops if tops is not None else femur_tops(femur, geometry)).get(lab)
+    if top is not None:
         cz = geometry.index_to_physical(np.asarray(centroid_zyx, float)[::-1])[2]
         d = float(top - cz)
         loc["distance_from_femur_top_mm"] = round(d, 2)
@@ -138,11 +147,12 @@ def _location(comp_mask_full: np.ndarray, centroid_zyx, femur: np.ndarray | None
 
 def extract_items(ct: np.ndarray, lesion: np.ndarray, geometry: Geometry, source_case: str,
                   femur: np.ndarray | None = None, min_voxels: int = DEFAULT_MIN_VOXELS,
-                  margin_vox: int = MARGIN_VOX) -> list[LesionItem]:
+                  margin_vox: int = MARGIN_VOX, tops: dict | None = None) -> list[LesionItem]:
     """Cut every connected lesion of ``lesion`` with >= ``min_voxels`` voxels out of ``ct``.
 
     ``ct`` float HU (z, y, x), ``lesion`` binary same shape, ``geometry`` their grid (already at the working
-    spacing), ``femur`` optional label map (for the location metadata). Returns items named
+    spacing), ``femur`` optional label map (for the location metadata; ``tops``: superior-most z of each
+    femur label, when ``femur`` is a crop, see :func:`femur_tops`). Returns items named
     ``<source_case>_L<nn>`` in scan order.
     """
     if ct.shape != lesion.shape or (femur is not None and femur.shape != ct.shape):
@@ -180,7 +190,7 @@ def extract_items(ct: np.ndarray, lesion: np.ndarray, geometry: Geometry, source
             "extent_mm_zyx": [round((s.stop - s.start) * sp, 3) for s, sp in zip(sl, geometry.spacing_zyx)],
             "centroid_lps": [round(float(v), 3) for v in geometry.index_to_physical(centroid[::-1])],
             "touches_volume_border": any(touches),
-            "location": _location(full, centroid, femur, geometry) if femur is not None else
+            "location": _location(full, centroid, femur, geometry, tops) if femur is not None else
             _location(np.zeros(0), centroid, None, geometry),
         }
         items.append(LesionItem(f"{source_case}_L{k:02d}", str(source_case), patch, mask,
@@ -211,6 +221,21 @@ def _match_recorded_lesions(items: list[LesionItem], recorded, geometry: Geometr
             loc["recorded_lesion_id"] = best.get("id")
             if best.get("side") and not loc.get("side"):
                 loc["side"] = best["side"]
+
+
+def _lesion_box(mask: np.ndarray, geometry: Geometry, margin_mm: float) -> tuple:
+    sl = ndimage.find_objects((mask > 0).astype(np.uint8))[0]
+    m = [int(np.ceil(margin_mm / sp)) + 1 for sp in geometry.spacing_zyx]
+    return tuple(slice(max(0, s.start - k), min(n, s.stop + k)) for s, k, n in zip(sl, m, mask.shape))
+
+
+def _crop(vol: Volume, box: tuple) -> Volume:
+    g = vol.geometry
+    start_xyz = [box[2].start, box[1].start, box[0].start]
+    arr = np.ascontiguousarray(vol.array[box])
+    geo = Geometry(tuple(int(n) for n in arr.shape[::-1]), g.spacing,
+                   tuple(float(v) for v in g.index_to_physical(start_xyz)), g.direction)
+    return Volume(arr, geo, vol.path)
 
 
 def _save_item(path: Path, item: LesionItem) -> None:
@@ -248,14 +273,19 @@ def extract_library(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, 
         if not les.array.any():
             log.warning("case %s: lesion mask %s is empty, skipped", case.id, case.lesion)
             continue
+        tops = femur_tops(fem.array, fem.geometry) if fem is not None else None
         if spacing is not None:
+            # only the lesions' neighbourhood is resampled (fast on whole scans)
+            box = _lesion_box(les.array, les.geometry, CROP_MARGIN_MM)
+            ct, les = _crop(ct, box), _crop(les, box)
+            fem = None if fem is None else _crop(fem, box)
             ct = resample(ct, spacing, "linear", default_value=-1000.0)
-            les = resample(les, spacing, "nearest")
+            les = resample(les, spacing, "nearest")   # nearest keeps the lesion volumes (linear+0.5 shrinks them)
             if fem is not None:
                 fem = resample(fem, spacing, "nearest")
         n_all = int(ndimage.label(les.array > 0, structure=STRUCTURE)[1])
         items = extract_items(ct.array, les.array, ct.geometry, case.id,
-                              None if fem is None else fem.array, min_voxels, margin_vox)
+                              None if fem is None else fem.array, min_voxels, margin_vox, tops)
         n_small += n_all - len(items)
         _match_recorded_lesions(items, case.get("lesions"), read_geo)
         for it in items:
