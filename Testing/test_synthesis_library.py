@@ -125,3 +125,24 @@ def test_extract_items_on_arrays():
     assert items[1].volume_mm3 == pytest.approx(125 * 8.0)
     with pytest.raises(InputError):
         extract_items(ct, les[:5], Geometry.from_array(ct), "x")
+
+
+def test_extract_from_volumes_and_save_library_append(dataset, tmp_path):
+    from bonemet.io import Volume, read_ct, read_mask
+    from bonemet.synthesis.library import extract_from_volumes, save_library
+
+    ct = read_ct(dataset / "les01_ct.nii.gz")
+    les = read_mask(dataset / "les01_lesion.nii.gz", reference=ct)
+    items, n_small = extract_from_volumes(ct, les, "slicer-case", spacing=0.85)
+    assert len(items) == 1 and n_small == 0 and items[0].spacing == (0.85, 0.85, 0.85)
+    base = extract_library(dataset, tmp_path / "lib", spacing=0.85)
+    save_library(items, base, append=True)
+    lib = load_library(base)
+    assert lib.ids() == ["les00_L01", "les01_L01", "slicer-case_L01"]
+    assert lib.info["spacing"] == [0.85, 0.85, 0.85]
+    save_library(items, tmp_path / "new")
+    assert load_library(tmp_path / "new").ids() == ["slicer-case_L01"]
+    with pytest.raises(InputError, match="not on the CT grid"):
+        extract_from_volumes(ct, Volume(les.array, Geometry.from_array(les.array, (2.0, 2.0, 2.0))), "x")
+    with pytest.raises(InputError, match="empty"):
+        save_library([], tmp_path / "none")

@@ -273,20 +273,8 @@ def extract_library(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, 
         if not les.array.any():
             log.warning("case %s: lesion mask %s is empty, skipped", case.id, case.lesion)
             continue
-        tops = femur_tops(fem.array, fem.geometry) if fem is not None else None
-        if spacing is not None:
-            # only the lesions' neighbourhood is resampled (fast on whole scans)
-            box = _lesion_box(les.array, les.geometry, CROP_MARGIN_MM)
-            ct, les = _crop(ct, box), _crop(les, box)
-            fem = None if fem is None else _crop(fem, box)
-            ct = resample(ct, spacing, "linear", default_value=-1000.0)
-            les = resample(les, spacing, "nearest")   # nearest keeps the lesion volumes (linear+0.5 shrinks them)
-            if fem is not None:
-                fem = resample(fem, spacing, "nearest")
-        n_all = int(ndimage.label(les.array > 0, structure=STRUCTURE)[1])
-        items = extract_items(ct.array, les.array, ct.geometry, case.id,
-                              None if fem is None else fem.array, min_voxels, margin_vox, tops)
-        n_small += n_all - len(items)
+        items, n_low = extract_from_volumes(ct, les, case.id, fem, spacing, min_voxels, margin_vox)
+        n_small += n_low
         _match_recorded_lesions(items, case.get("lesions"), read_geo)
         for it in items:
             rel = f"items/{it.id}.npz"
@@ -305,6 +293,59 @@ def extract_library(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     write_json(out_dir / INDEX, info)
     log.info("lesion library %s: %d lesions from %d cases (%d components below %d voxels ignored)",
              out_dir, len(entries), len({e['source_case'] for e in entries}), n_small, min_voxels)
+    return out_dir
+
+
+def extract_from_volumes(ct: Volume, lesion: Volume, source_case: str, femur: Volume | None = None,
+                         spacing: float | None = DEFAULT_SPACING, min_voxels: int = DEFAULT_MIN_VOXELS,
+                         margin_vox: int = MARGIN_VOX) -> tuple[list[LesionItem], int]:
+    """Library items from one (CT, lesion mask[, femur label map]) triple on the same grid, resampled to
+    ``spacing`` mm (``None``: as is). Returns ``(items, number of lesions below min_voxels)``. This is what
+    the Slicer module calls to extract lesions from the current volume and lesion segment."""
+    if not lesion.geometry.same_grid(ct.geometry) or (femur is not None and not femur.geometry.same_grid(ct.geometry)):
+        raise InputError(f"case {source_case}: the masks are not on the CT grid", lesion.path)
+    tops = femur_tops(femur.array, femur.geometry) if femur is not None else None
+    if not np.any(lesion.array):
+        return [], 0
+    if spacing is not None:
+        # only the lesions' neighbourhood is resampled (fast on whole scans)
+        box = _lesion_box(lesion.array, lesion.geometry, CROP_MARGIN_MM)
+        ct, lesion = _crop(ct, box), _crop(lesion, box)
+        femur = None if femur is None else _crop(femur, box)
+        ct = resample(ct, spacing, "linear", default_value=-1000.0)
+        lesion = resample(lesion, spacing, "nearest")   # nearest keeps the lesion volumes (linear+0.5 shrinks them)
+        if femur is not None:
+            femur = resample(femur, spacing, "nearest")
+    n_all = int(ndimage.label(lesion.array > 0, structure=STRUCTURE)[1])
+    items = extract_items(ct.array, lesion.array, ct.geometry, source_case,
+                          None if femur is None else femur.array, min_voxels, margin_vox, tops)
+    return items, n_all - len(items)
+
+
+def save_library(items: list[LesionItem], out_dir: str | os.PathLike, append: bool = False,
+                 info: dict | None = None) -> Path:
+    """Write ``items`` as a library folder (``append``: add to / replace same-id items of an existing one)."""
+    out_dir = Path(out_dir)
+    entries: list[dict] = []
+    base: dict = {}
+    if append and (out_dir / INDEX).exists():
+        old = load_library(out_dir)
+        base = dict(old.info)
+        new_ids = {it.id for it in items}
+        entries = [e for e in json.loads((out_dir / INDEX).read_text(encoding="utf-8"))["items"]
+                   if e["id"] not in new_ids]
+    for it in items:
+        rel = f"items/{it.id}.npz"
+        _save_item(out_dir / rel, it)
+        entries.append({"id": it.id, "file": rel, "source_case": it.source_case, "spacing": list(it.spacing),
+                        "shape_zyx": list(it.patch.shape), **it.meta})
+    if not entries:
+        raise InputError("no lesion to save (empty library)", out_dir)
+    spacings = {tuple(e["spacing"]) for e in entries}
+    index = {**base, "format": FORMAT, "format_version": FORMAT_VERSION,
+             "spacing": list(spacings.pop()) if len(spacings) == 1 else None, **(info or {}),
+             "n_items": len(entries), "provenance": provenance(), "items": entries}
+    write_json(out_dir / INDEX, index)
     return out_dir
 
 
