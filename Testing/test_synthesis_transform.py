@@ -192,3 +192,24 @@ def test_transform_lesion_empty_crop_returns_none():
     patch, mask = lesion_item()
     assert transform_lesion(patch, mask, (1.0,) * 3, (1.0,) * 3, _params((0, 0, 0), crop_centre_vox=[0, 0, 0],
                                                                            crop_semi_axes_mm=[1.0] * 3)) is None
+
+
+def test_edge_smoothing_removes_the_seam():
+    """The intensity jump across the lesion border is smaller with mean-filter smoothing than without."""
+    patch, mask = lesion_item()
+    ct, femur = host()
+
+    def border_jump(weight, size=3):
+        ins = insert_lesion(ct, femur, (1.0,) * 3, patch, mask, (1.0,) * 3,
+                            _params((24, 24, 24), smoothing_weight=weight, smoothing_size=size, noise_std_hu=0.0))
+        new, les = ins.apply(ct)
+        les = les.astype(bool)
+        jumps = []
+        for ax in range(3):
+            a, b = np.swapaxes(new, 0, ax), np.swapaxes(les, 0, ax)
+            edge = b[1:] != b[:-1]
+            jumps.append(np.abs(a[1:] - a[:-1])[edge])
+        return float(np.concatenate(jumps).mean())
+
+    hard, soft3, soft5 = border_jump(0.0), border_jump(1.0, 3), border_jump(1.0, 5)
+    assert hard > 300 and soft3 < 0.75 * hard and soft5 < soft3

@@ -5,6 +5,7 @@ Output dataset folder::
     DIR/manifest.json        kept cases: id, ct, femur, lesion + provenance (lesion_id, source_case,
                              healthy_case, application, seed, spacing, lesion volume, params)
     DIR/manifest.csv         the same, flat (one column per parameter)
+    DIR/rejected.csv         the cases the size filter (or the femur) rejected, with reason and parameters
     DIR/dataset.json         command, version, time, synthesis config
     DIR/summary.json         planned / kept / rejected (by reason) / excluded lesions / throughput
     DIR/synthesis.json       the run's arguments (a re-run with different ones is refused)
@@ -325,7 +326,8 @@ def synthesize(library_dir, healthy_dir, out_dir, per_pair: int | None = None, s
         _check_healthy(c, min_vol)
     sp = working_spacing(cfg, lib, spacing)
 
-    config = {"library": str(Path(library_dir).resolve()), "library_items": lib.ids(),
+    fingerprint = [[it.id, it.voxels, list(it.patch.shape), list(it.spacing)] for it in lib.items]
+    config = {"library": str(Path(library_dir).resolve()), "library_items": fingerprint,
               "healthy": str(Path(healthy_dir).resolve()), "healthy_cases": [c.id for c in healthy],
               "per_pair": per_pair, "seed": int(seed), "spacing": list(sp), "excluded_sources": excl,
               "excluded_items": excluded_items, "params": cfg}
@@ -408,6 +410,9 @@ def synthesize(library_dir, healthy_dir, out_dir, per_pair: int | None = None, s
     write_manifest(out, manifest, info={"kind": "synthetic", "method": "ad-hoc lesion synthesis",
                                         "synthesis": config})
     _write_csv(out / "manifest.csv", manifest)
+    if rejected:
+        _write_csv(out / "rejected.csv", [{k: v for k, v in r.items() if k not in ("ct", "femur", "lesion")}
+                                          for r in rejected])
     summary = {
         "planned": len(tasks), "done": len(ordered), "kept": len(kept), "rejected": len(rejected),
         "keep_rate": round(len(kept) / len(ordered), 4) if ordered else None,
