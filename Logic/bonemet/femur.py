@@ -36,6 +36,7 @@ log = logging.getLogger("bonemet")
 BONE_HU = 300.0
 METAL_HU = 2000.0
 MAX_WORK_VOXELS = 40_000_000
+VALLEY_CUT_HU = 150.0
 LABELS = {0: "background", 1: "right femur (smaller LPS x)", 2: "left femur"}
 
 
@@ -180,10 +181,10 @@ def _segment_lps(ct: np.ndarray, sp_zyx, bone_hu: float, path) -> np.ndarray:
     near_other = ndi.binary_dilation(other_bone, structure=_ball(1.5, sp)) if other_bone.any() else other_bone
     for side in sides:
         fb = bone & (ws == side)
-        flab, fn = ndi.label(fb)
-        ids = np.unique(flab[markers == side])
-        ids = ids[ids > 0]
-        fb = np.isin(flab, ids)
+        # cut thin dark valleys (joint space bridged by blur/noise), keep what connects to the marker
+        core = _connected_to(fb & (valley < VALLEY_CUT_HU), markers == side)
+        grown = ndi.binary_dilation(core, structure=ndi.generate_binary_structure(3, 1)) & fb
+        fb = _connected_to(grown, markers == side)
         if metal.any():
             fb = _remove_streaks(fb, metal, sp)
         filled = _fill(fb, sp)
@@ -255,6 +256,13 @@ def _fill(mask: np.ndarray, sp) -> np.ndarray:
     out = np.zeros_like(mask)
     out[bb] = m
     return out | mask
+
+
+def _connected_to(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    lab, _ = ndi.label(mask)
+    ids = np.unique(lab[seeds & mask])
+    ids = ids[ids > 0]
+    return np.isin(lab, ids)
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:

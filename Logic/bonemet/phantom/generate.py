@@ -162,7 +162,7 @@ def make_case(case_id: str = "ph000", seed: int = 0, preset="small", healthy: bo
             hu_les = r.uniform(0, 80) + 12.0 * tex + 8.0 * tex2
             hu_bone = hu_bone * (1 - les_w) + hu_les * les_w
     # pelvis: thin cortex, trabecular interior; joint space kept free of pelvic bone
-    gap = float(r.uniform(2.5, 5.0))
+    gap = max(float(r.uniform(3.0, 5.0)), 1.7 * sxy)
     d_fem = ndi.distance_transform_edt(~fem_any, sampling=sp_zyx).astype(np.float32)
     w_other = w_other * np.clip((d_fem - gap) / vox + 0.5, 0, 1)
     other_any = w_other > 0.5
