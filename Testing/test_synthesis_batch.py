@@ -238,3 +238,16 @@ def test_preview_montage_and_demo_helper(tmp_path):
     png = Path(res["preview"])
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert len(load_manifest(res["synthetic"])) == res["summary"]["kept"]
+
+
+def test_cli_set_overrides_reach_the_parameters(data, tmp_path):
+    root, ds, lib = data
+    out = tmp_path / "s"
+    assert cli(["synth", "--lesions", str(lib), "--healthy", str(ds), "-o", str(out), "--per-pair", "1",
+                "--preset", SMALL, "--set", "scale=[1.0,1.0]", "--set", "smoothing.weight=[0.0,0.0]",
+                "--set", "noise_std_hu=[3.0,3.0]"]) == 0
+    for r in json.loads((out / "manifest.json").read_text()):
+        assert r["params"]["scale"] == [1.0, 1.0, 1.0] and r["params"]["smoothing_weight"] == 0.0
+        assert r["params"]["noise_std_hu"] == 3.0
+    assert cli(["synth", "--lesions", str(lib), "--healthy", str(ds), "-o", str(tmp_path / "t"),
+                "--set", "scale=[1.0"]) == 2

@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--max-cases", type=int, default=None, metavar="N", help="synthesise at most N cases")
     p.add_argument("--spacing", type=float, default=None, metavar="MM",
                    help="output isotropic spacing in mm (default: the library's working spacing)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override a preset value, e.g. --set 'scale=[0.5,1.5]' --set smoothing.weight=[0,1] "
+                   "--set min_volume_mm3=20")
     p.add_argument("--preview", metavar="PNG", default=None,
                    help="also save a montage of a few synthetic cases next to their source lesions")
     p.set_defaults(func=run)
@@ -51,6 +54,26 @@ def parse_ids(text: str | None) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def parse_sets(items) -> dict:
+    from bonemet.errors import InputError
+
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"--set expects KEY=JSON, got {item!r}")
+        key, val = item.split("=", 1)
+        try:
+            value = json.loads(val)
+        except json.JSONDecodeError:
+            raise InputError(f"--set {key}: value {val!r} is not valid JSON") from None
+        node = out
+        parts = key.strip().split(".")
+        for k in parts[:-1]:
+            node = node.setdefault(k, {})
+        node[parts[-1]] = value
+    return out
+
+
 def run(args) -> int:
     from bonemet.errors import InputError
     from bonemet.synthesis.batch import fold_sources, synthesize
@@ -65,7 +88,7 @@ def run(args) -> int:
         exclude = parse_ids(args.exclude_sources)
     summary = synthesize(args.lesions, args.healthy, args.output, per_pair=args.per_pair, seed=args.seed,
                          workers=args.workers, exclude_sources=exclude, preset=args.preset,
-                         max_cases=args.max_cases, spacing=args.spacing)
+                         max_cases=args.max_cases, spacing=args.spacing, overrides=parse_sets(args.set))
     if args.preview and summary["kept"]:
         from bonemet.synthesis.preview import save_preview_montage
 
