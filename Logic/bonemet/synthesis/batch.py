@@ -383,9 +383,13 @@ def synthesize(library_dir, healthy_dir, out_dir, per_pair: int | None = None, s
 
     def _stream():
         if workers == 1 or len(jobs) <= 1:
-            _init_worker(str(Path(library_dir)))
-            for job in jobs:
-                yield from _collect(_run_chunk(job))
+            _W.clear()
+            _W["library"] = full_lib
+            try:
+                for job in jobs:
+                    yield from _collect(_run_chunk(job))
+            finally:
+                _W.clear()                                  # don't keep the last healthy volume in memory
             return
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
