@@ -165,7 +165,41 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             image = sitk.ReadImage(str(path))
         except RuntimeError as exc:
             raise InputError(f"cannot read image (corrupt or truncated file?): {_first_line(exc)}", path) from exc
+        if path.name.lower().endswith((".nii.gz", ".nii")):
+            _check_nifti_complete(path, image)
     return _validate_image(image, path)
+
+
+def _check_nifti_complete(path: Path, image: sitk.Image) -> None:
+    """ITK reads a truncated .nii / .nii.gz without complaint (missing voxels become 0): compare the file size
+    (for .gz: the gzip trailer's uncompressed size) with the size the header announces."""
+    import gzip
+    import struct
+
+    try:
+        compressed = path.name.lower().endswith(".gz")
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+            head = f.read(352)
+        sizeof_hdr = struct.unpack("<i", head[:4])[0]
+        endian = "<" if sizeof_hdr in (348, 540) else ">"
+        if struct.unpack(endian + "i", head[:4])[0] == 540:  # NIfTI-2
+            vox_offset = struct.unpack(endian + "q", head[168:176])[0]
+        else:
+            vox_offset = int(struct.unpack(endian + "f", head[108:112])[0])
+        if compressed:
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                isize = struct.unpack("<I", f.read(4))[0]
+        else:
+            isize = path.stat().st_size
+    except (OSError, EOFError, struct.error) as exc:
+        raise InputError(f"cannot read image (corrupt or truncated file?): {exc}", path) from exc
+    nbytes = int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel() * \
+        np.dtype(sitk.GetArrayViewFromImage(image).dtype).itemsize
+    if (compressed and (vox_offset + nbytes) % (1 << 32) != isize) or (not compressed and
+                                                                      isize < vox_offset + nbytes):
+        raise InputError("cannot read image: truncated or corrupt file (compressed data ends before the "
+                         "volume does)", path)
 
 
 def _first_line(exc: Exception) -> str:
