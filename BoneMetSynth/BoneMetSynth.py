@@ -85,7 +85,7 @@ class BoneMetSynthTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Building a phantom case")
         work = tempfile.mkdtemp(prefix="bonemet-selftest-")
-        g, ct, femur, lesion, source = phantomCase(work)
+        g, ct, femur, lesion, source = phantomCase()
         ctNode = mrml.volume_to_node(ct, g, name="Phantom CT")
         seg = mrml.segmentation_from_labelmap(femur, g, mrml.FEMUR_LABELS, reference_node=ctNode, name="Phantom")
         mrml.set_segment_mask(seg, lesion, g, mrml.METASTASIS)

@@ -241,13 +241,20 @@ def test_first_use_requirements_match_engine_dependencies():
     assert not Install.requirementSatisfied("numpy>=999")
 
 
+def test_no_folder_named_slicer_on_test_paths():
+    """The pip 'slicer' meta-package merges every folder named 'slicer' on sys.path into its namespace: such a
+    folder in Testing/ (pytest puts it on sys.path) would be imported as part of Slicer."""
+    for d in (ROOT / "Testing", ROOT / "Logic", ROOT / "BoneMetSeg", ROOT / "BoneMetSynth", ROOT):
+        assert not (d / "slicer").exists(), f"{d / 'slicer'} shadows the slicer package"
+
+
 def test_selftest_workflow_runs_both_modules():
     wf = ROOT / ".github" / "workflows" / "slicer-selftests.yml"
     text = wf.read_text()
     assert "xvfb-run" in text and "--no-main-window" in text and "--additional-module-paths" in text
     for module in MODULES:
         assert module in text
-    runner = ROOT / "Testing" / "slicer" / "run_selftests.py"
+    runner = ROOT / "Testing" / "run_slicer_selftests.py"
     assert runner.is_file()
     ast.parse(runner.read_text())
     for module in MODULES:

@@ -1,13 +1,11 @@
 """Phantom cases for the module self-tests and the pytest suite (Qt-free).
 
-:func:`phantomCase` uses the engine's realistic phantom generator when available (``bonemet.phantom``) and
-otherwise a small parametric phantom: two bone cylinders (cortex 1200 HU, trabecular 250 HU) in fat with one
+:func:`phantomCase` uses the engine's realistic phantom generator (``bonemet.phantom.make_case``, in memory) when
+available and otherwise a small parametric phantom: two bone cylinders (cortex 1200 HU, trabecular 250 HU) in fat with one
 lytic lesion (40 HU) in the right femur.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -36,23 +34,16 @@ def parametricPhantom(shape=(40, 36, 48), spacing_zyx=(1.2, 1.0, 1.0), seed: int
     return g, ct, femur, lesion
 
 
-def phantomCase(workDir, seed: int = 0):
-    """A lesioned phantom case: (geometry, ct, femur, lesion, source) with source ``"bonemet.phantom"`` or
-    ``"parametric"``. ``workDir`` receives the generated files when the engine's generator is used."""
-    from bonemet import io as bio
-
+def phantomCase(seed: int = 0):
+    """A lesioned phantom case: (geometry, ct int16, femur label map, lesion, source) with source
+    ``"bonemet.phantom"`` (the engine's realistic phantom, small preset) or ``"parametric"`` (fallback)."""
     try:
-        from bonemet.phantom import generate_cohort
+        from bonemet.phantom import make_case
     except ImportError:
-        generate_cohort = None
-    if generate_cohort is not None:
-        root = Path(workDir) / "phantom"
-        cases = generate_cohort(root, n=2, seed=seed, preset="small", healthy_fraction=0.0)
-        case = next(c for c in cases if c.get("lesion"))
-        ct = bio.read_ct(root / case["ct"])
-        femur = bio.read_mask(root / case["femur"], reference=ct, binary=False)
-        lesion = bio.read_mask(root / case["lesion"], reference=ct)
-        return ct.geometry, ct.array, femur.array, lesion.array, "bonemet.phantom"
+        make_case = None
+    if make_case is not None:
+        c = make_case("selftest", seed=seed, preset="small", healthy=False)
+        return c.geometry, c.ct, c.femur, c.lesion, "bonemet.phantom"
     return (*parametricPhantom(seed=seed), "parametric")
 
 

@@ -4,7 +4,7 @@ Usage (see docs/slicer.md and .github/workflows/slicer-selftests.yml)::
 
     xvfb-run -a Slicer --no-splash --no-main-window --testing \
         --additional-module-paths BoneMetSeg BoneMetSynth \
-        --python-script Testing/slicer/run_selftests.py BoneMetSeg BoneMetSynth
+        --python-script Testing/run_slicer_selftests.py BoneMetSeg BoneMetSynth
 
 Each module's ``<Module>Test`` (a ``ScriptedLoadableModuleTest``) builds a phantom case and runs the module logic end
 to end. The exit status is 0 only when every test passed.
