@@ -356,3 +356,30 @@ def test_library_job_end_to_end(synth, tmp_path):
     assert results[0].ok, results[0].message + "\n" + results[0].log
     assert len(logic.library) == 1 and logic.library.items[0].source_case == "CT"
     assert any(stage == "extract lesions" for stage, *_ in progress)
+
+
+def test_variability_job_writes_and_returns_report(scene, tmp_path):
+    """'Operator variability' panel action: the real 'bonemet variability' in a background process."""
+    from BoneMetSegLib.Testing import parametricPhantom
+
+    g, ct, femur, lesion = parametricPhantom()
+    rows = ["case,operator,role,session,mask"]
+    for case, shift in (("c1", 0), ("c2", 1)):
+        for op, role, dz, session in (("Expert", "expert", 0, "1"), ("Expert", "expert", 1, "2"),
+                                      ("Nov1", "novice", 1, "1"), ("Nov2", "novice", -1, "1"),
+                                      ("Auto", "automatic", 2, "1")):
+            m = np.roll(lesion, dz + shift, axis=0)
+            name = f"{case}_{op}_{session}.nii.gz"
+            bio.write_mask(tmp_path / name, m, g)
+            rows.append(f"{case},{op},{role},{session},{name}")
+    (tmp_path / "ops.csv").write_text("\n".join(rows) + "\n")
+    logic = BoneMetSegLogic(BlockingProcess(timeout_s=300), scene=scene)
+    results = []
+    logic.jobFinished.connect(results.append)
+    report = logic.startVariability(tmp_path / "ops.csv", tmp_path / "study")
+    r = results[0]
+    assert r.ok, r.message + "\n" + r.log
+    assert r.outputs["report"] == report and report.exists()
+    assert "<html" in report.read_text(encoding="utf-8").lower()
+    with pytest.raises(ValueError, match="not found"):
+        logic.startVariability(tmp_path / "missing.csv", tmp_path / "x")
