@@ -172,6 +172,7 @@ def main(argv=None) -> int:
         write_manifest(ds, recs)
         lib = extract_library(ds, tmp / "lib", spacing=SP)
         per_pair = 20 if not args.quick else 3
+        res["load_average_before_batch"] = [round(v, 2) for v in os.getloadavg()]
         thr = {}
         for w in (1, 2):
             s = synthesize(lib, ds, tmp / f"out{w}", per_pair=per_pair, seed=0, workers=w, preset="paper",
@@ -189,8 +190,9 @@ def main(argv=None) -> int:
 
     head = ["what", "time / rate", "note"]
     md = ["## Synthesis (ad-hoc lesion insertion)", "",
-          f"Machine: {res['machine']}; {res['date']}. Shared CI-class machine (other jobs may run at the same "
-          "time): treat the 2-worker figure as a lower bound.", "",
+          f"Machine: {res['machine']}; {res['date']}. Shared machine: 1-minute load average "
+          f"{res['load_average_before_batch'][0]} before the batch runs (other jobs were competing for the cores), so "
+          "treat the 2-worker figure as a lower bound.", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     md += ["", f"Speed target: one case well under 1 s of compute on one core — measured "
