@@ -383,3 +383,47 @@ def test_variability_job_writes_and_returns_report(scene, tmp_path):
     assert "<html" in report.read_text(encoding="utf-8").lower()
     with pytest.raises(ValueError, match="not found"):
         logic.startVariability(tmp_path / "missing.csv", tmp_path / "x")
+
+
+@pytest.fixture(scope="module")
+def untrained_package(tmp_path_factory):
+    """A valid model package (small preset, untrained weights): enough to drive the whole predict pipeline."""
+    import torch
+
+    from bonemet.segmentation.config import make_config
+    from bonemet.segmentation.network import build_network
+    from bonemet.segmentation.package import save_package
+
+    torch.manual_seed(0)
+    cfg = make_config("small")
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    save_package(path, build_network(cfg), cfg, metrics={"note": "untrained, for tests"})
+    return path
+
+
+@pytest.mark.slow
+def test_lesion_job_end_to_end_and_model_import(scene, case, untrained_package, tmp_path):
+    """'Segment lesions': the real 'bonemet predict' in a background process, the femur segments of the
+    segmentation passed to it, and its output mask becoming the Metastasis segment voxel for voxel."""
+    g, ct, femur, lesion, ctNode = case
+    logic = BoneMetSegLogic(BlockingProcess(timeout_s=600), scene=scene)
+    logic.keepWorkDirs = True
+    seg = logic.outputSegmentation(ctNode)
+    mrml.segmentation_from_labelmap(femur, g, mrml.FEMUR_LABELS, node=seg, reference_node=ctNode, scene=scene)
+    results, logs = [], []
+    logic.jobFinished.connect(results.append)
+    logic.logMessage.connect(logs.append)
+    installed = BoneMetSegLogic.importModelPackage(untrained_package, tmp_path / "models")
+    assert BoneMetSegLogic.listModelPackages(tmp_path / "models") == [installed]
+    assert BoneMetSegLogic.modelInfo(installed)["folds"] == 1
+    with pytest.raises(FileExistsError):
+        BoneMetSegLogic.importModelPackage(untrained_package, tmp_path / "models")
+    logic.startLesions(ctNode, seg, installed, device="cpu")
+    r = results[0]
+    assert r.ok, r.message + "\n" + r.log
+    command = next(line for line in logs if line.startswith("$ "))
+    assert " predict " in command and "--femur" in command and "--device cpu" in command
+    work = Path(command.split(" -o ")[1].split()[0]).parent
+    expected = bio.read_mask(work / "lesion.nii.gz").array
+    assert mrml.segment_names(seg) == ["Femur right", "Femur left", "Metastasis"]
+    np.testing.assert_array_equal(mrml.segment_mask(seg, "Metastasis", reference_node=ctNode), expected)
