@@ -254,7 +254,7 @@ def _cell(v):
     if v is None:
         return ""
     if isinstance(v, float):
-        return "" if not np.isfinite(v) else repr(round(v, 6))
+        return "" if not np.isfinite(v) else format(v, ".10g")
     if isinstance(v, (np.floating,)):
         return _cell(float(v))
     return v
