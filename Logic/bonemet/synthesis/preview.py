@@ -29,6 +29,23 @@ def _crop2d(img, mask, centre, half):
     return img[y0:y0 + 2 * half, x0:x0 + 2 * half], mask[y0:y0 + 2 * half, x0:x0 + 2 * half]
 
 
+def _source_slice(lib: Library, item, half_mm: float):
+    """Axial slice of the source CT through the lesion centroid, with its lesion mask (None if unavailable)."""
+    root = lib.info.get("source_dataset")
+    ct_rel, les_rel = item.meta.get("source_ct"), item.meta.get("source_lesion")
+    if not (root and ct_rel and les_rel and item.meta.get("centroid_lps")):
+        return None
+    try:
+        ct = read_ct(Path(root) / ct_rel)
+        les = read_mask(Path(root) / les_rel, reference=ct).array
+    except Exception:  # noqa: BLE001 - the preview falls back to the patch
+        return None
+    ijk = np.round(ct.geometry.physical_to_index(item.meta["centroid_lps"])).astype(int)
+    z = int(np.clip(ijk[2], 0, ct.array.shape[0] - 1))
+    half = max(8, int(round(half_mm / ct.geometry.spacing[1])))
+    return _crop2d(ct.array[z], les[z], (int(ijk[1]), int(ijk[0])), half)
+
+
 def _show(ax, img, mask, title):
     ax.imshow(img, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1], interpolation="nearest")
     if mask.any() and mask.min() != mask.max():
@@ -73,8 +90,11 @@ def save_preview_montage(synth_dir: str | os.PathLike, library: Library | str | 
     fig, axes = plt.subplots(len(chosen), 2, figsize=(5.0, 2.5 * len(chosen)), squeeze=False)
     for ax_row, r in zip(axes, chosen):
         item = lib.get(r["lesion_id"])
-        z = _centre_slice(item.mask)
-        _show(ax_row[0], item.patch[z], item.mask[z], f"source {item.id}\n{item.volume_mm3:.0f} mm³")
+        src = _source_slice(lib, item, half_mm)
+        if src is None:   # source volume not reachable: the library patch itself
+            z = _centre_slice(item.mask)
+            src = (item.patch[z], item.mask[z])
+        _show(ax_row[0], src[0], src[1], f"source {item.id}\n{item.volume_mm3:.0f} mm³")
         ct = read_ct(synth_dir / r["ct"]).array
         les = read_mask(synth_dir / r["lesion"]).array
         zs = _centre_slice(les)
