@@ -539,3 +539,29 @@ def simulate_study(dataset_dir, out_dir, novices: int = 3, experts: int = 2, ses
                              "ct": c.ct})
     return write_study_csv(out_dir / "study.csv", rows)
 
+
+
+def demo_variability(dataset_dir, out_dir, automatic: dict | None = None, seed: int = 0, novices: int = 2,
+                     experts: int = 2, sessions: int = 2, max_cases: int | None = None,
+                     staple: bool = True) -> dict:
+    """The demo's variability stage: simulated operators on the lesioned cases of ``dataset_dir`` (plus real
+    automatic predictions in ``automatic`` = {name: folder of <case id>.nii.gz}, or one simulated automatic
+    method when None), the study and its report (``out_dir/report.html``).
+
+    Returns {csv, out_dir, report, summary_json, table: [{group, pairs, dice, hd95, assd}] (formatted mean ± std)}."""
+    from bonemet.metrics import format_mean_std
+
+    out_dir = Path(out_dir)
+    csv_path = simulate_study(dataset_dir, out_dir / "operators", novices=novices, experts=experts,
+                              sessions=sessions, seed=seed, automatic=automatic,
+                              simulated_automatic=0 if automatic else 1, max_cases=max_cases)
+    experts_ops = [f"expert{i + 1}" for i in range(experts)]
+    st = experts_ops if (staple and len(experts_ops) >= 2) else ()
+    report = out_dir / "report.html"
+    s = run_study(csv_path, out_dir / "study", report=report, staple=st)
+    table = [{"group": g["group"], "pairs": g["n_pairs"], "dice": format_mean_std(g["metrics"]["dice"]),
+              "hd95": format_mean_std(g["metrics"]["hd95"], ".2f"),
+              "assd": format_mean_std(g["metrics"]["assd"], ".2f")} for g in s["groups"]]
+    return {"csv": str(csv_path), "out_dir": str(out_dir / "study"), "report": str(report),
+            "summary_json": str(out_dir / "study" / "summary.json"), "table": table,
+            "not_computable": s["not_computable"]}
