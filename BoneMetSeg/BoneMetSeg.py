@@ -50,7 +50,7 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget):
 
         self.logic = BoneMetSegLogic(process=QtProcess())
         self.panel = BoneMetSegPanel(self.logic, self.resourcePath)
-        self.layout.addWidget(self.panel)
+        self.layout.addWidget(self.panel.widget)
 
     def cleanup(self) -> None:
         if self.panel is not None:

@@ -49,7 +49,7 @@ class BoneMetSynthWidget(ScriptedLoadableModuleWidget):
 
         self.logic = BoneMetSynthLogic(process=QtProcess())
         self.panel = BoneMetSynthPanel(self.logic, self.resourcePath)
-        self.layout.addWidget(self.panel)
+        self.layout.addWidget(self.panel.widget)
 
     def cleanup(self) -> None:
         if self.panel is not None:

@@ -272,6 +272,10 @@ def test_metrics_table_round_trip_csv_and_plot(scene, tmp_path):
     assert series.GetTableNode() is table and series.GetYColumnName() == "dice"
     assert series.GetLabelColumnName() == "other"
     assert series.GetPlotType() == slicer.vtkMRMLPlotSeriesNode.PlotTypeBar
+    # refreshing the same chart replaces its series (no orphan series nodes left in the scene)
+    same_chart = mrml.plot_table(table, ["dice"], "other", scene=scene, chart=chart)
+    assert same_chart is chart and chart.GetNumberOfPlotSeriesNodes() == 1
+    assert scene.GetNumberOfNodesByClass("vtkMRMLPlotSeriesNode") == 1
     # refilling the same table node keeps it
     same = mrml.rows_to_table(rows[:1], node=table)
     assert same is table and table.GetNumberOfRows() == 1

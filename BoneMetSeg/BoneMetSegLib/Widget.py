@@ -21,15 +21,17 @@ def modelsDir() -> Path:
     return Path(slicer.app.slicerUserSettingsFilePath).parent / "BoneMet" / "models"
 
 
-class BoneMetSegPanel(qt.QWidget, VTKObservationMixin):
+class BoneMetSegPanel(VTKObservationMixin):
+    """The panel: ``widget`` (to add to the module's layout) wired to ``logic``."""
+
     def __init__(self, logic, resourcePath, parent=None):
-        qt.QWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
+        self.widget = qt.QWidget(parent)
         self.logic = logic
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
-        layout = qt.QVBoxLayout(self)
+        layout = qt.QVBoxLayout(self.widget)
         layout.setContentsMargins(0, 0, 0, 0)
         uiWidget = slicer.util.loadUI(resourcePath("UI/BoneMetSeg.ui"))
         layout.addWidget(uiWidget)
@@ -174,7 +176,7 @@ class BoneMetSegPanel(qt.QWidget, VTKObservationMixin):
             self.ui.modelPathLineEdit.currentPath = path
 
     def onImportModel(self):
-        source = qt.QFileDialog.getExistingDirectory(self, "Model package folder")
+        source = qt.QFileDialog.getExistingDirectory(self.widget, "Model package folder")
         if not source:
             return
         with slicer.util.tryWithErrorDisplay("This is not a usable BoneMet model package.", waitCursor=True):
@@ -248,7 +250,7 @@ class BoneMetSegPanel(qt.QWidget, VTKObservationMixin):
 
     def onExportCsv(self):
         table = self._parameterNode.compareTable
-        path = qt.QFileDialog.getSaveFileName(self, "Export comparison", "bonemet-comparison.csv", "CSV (*.csv)")
+        path = qt.QFileDialog.getSaveFileName(self.widget, "Export comparison", "bonemet-comparison.csv", "CSV (*.csv)")
         if path and table is not None:
             with slicer.util.tryWithErrorDisplay("Export failed."):
                 self.logic.exportTableCsv(table, path)

@@ -15,16 +15,18 @@ from .Logic import PlacementParameters
 PREVIEW_DELAY_MS = 150
 
 
-class BoneMetSynthPanel(qt.QWidget, VTKObservationMixin):
+class BoneMetSynthPanel(VTKObservationMixin):
+    """The panel: ``widget`` (to add to the module's layout) wired to ``logic``."""
+
     def __init__(self, logic, resourcePath, parent=None):
-        qt.QWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
+        self.widget = qt.QWidget(parent)
         self.logic = logic
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._observedPoint = None
 
-        layout = qt.QVBoxLayout(self)
+        layout = qt.QVBoxLayout(self.widget)
         layout.setContentsMargins(0, 0, 0, 0)
         uiWidget = slicer.util.loadUI(resourcePath("UI/BoneMetSynth.ui"))
         layout.addWidget(uiWidget)
@@ -139,7 +141,7 @@ class BoneMetSynthPanel(qt.QWidget, VTKObservationMixin):
 
     def onSaveLibrary(self):
         p = self._parameterNode
-        folder = qt.QFileDialog.getExistingDirectory(self, "Folder for the new lesion library")
+        folder = qt.QFileDialog.getExistingDirectory(self.widget, "Folder for the new lesion library")
         if not folder:
             return
         self.job.run(self.logic.startExtractLibrary, p.inputVolume, p.femurSegmentation, folder, p.lesionSegment)

@@ -639,8 +639,12 @@ def plot_table(table_node, y_columns: Sequence[str], x_column: str | None = None
         raise ValueError(f"plot_type must be one of {sorted(types)}")
     if chart is None:
         chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName(name))
-    else:
-        chart.RemoveAllPlotSeriesNodeIds()
+    else:  # refill: drop the chart's old series nodes
+        old = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
+        chart.RemoveAllPlotSeriesNodeIDs()
+        for node in old:
+            if node is not None and node.GetScene() is not None:
+                scene.RemoveNode(node)
     table = table_node.GetTable()
     x_is_label = x_column is not None and not table.GetColumnByName(x_column).IsA("vtkDataArray")
     for i, col in enumerate(y_columns):
