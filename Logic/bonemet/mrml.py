@@ -11,6 +11,15 @@ an ``IJKToRAS`` 4x4 matrix. The two are related by ``IJKToRAS = diag(-1, -1, 1, 
 ``IJKToLPS = [[D @ diag(spacing), origin], [0, 0, 0, 1]]``; oblique directions are kept exactly. Voxel arrays
 are (z, y, x) = (k, j, i) on both sides, so arrays are never transposed.
 
+What works without the application (checked with slicer-core 5.13): all MRML node classes, storage nodes
+(``vtkMRMLSegmentationStorageNode``, ``vtkMRMLVolumeArchetypeStorageNode``), the static methods of
+``vtkSlicerSegmentationsModuleLogic`` (import/export of label maps), and the VTK-only helpers
+``slicer.util.arrayFromVolume`` / ``updateVolumeFromArray`` / ``arrayFromVolumeModified`` /
+``updateTableFromArray``. What needs the application: every helper that reaches for ``slicer.mrmlScene`` or
+``slicer.modules`` (``addVolumeFromArray``, ``getNode``, ``arrayFromSegmentBinaryLabelmap``,
+``updateSegmentBinaryLabelmapFromArray``, ``loadVolume``...), and ``itkImageFromVolume`` (needs ITK Python).
+This module therefore uses only the first group, so the same code runs in Slicer and in the tests.
+
 Segment names used by the product: ``Femur right`` (label 1), ``Femur left`` (label 2), ``Metastasis``;
 operator segmentations keep the operator's name. :data:`SEGMENT_COLORS` gives their colours.
 """
