@@ -243,3 +243,17 @@ def test_summarise_leaves_out_undefined():
     assert e["mean"] is None and e["n"] == 0 and e["n_undefined"] == 2
     assert M.summarise([1.0])["std"] is None
     assert M.format_mean_std(M.summarise([1.0, 3.0]), ".1f") == "2.0 ± 1.4 (n=2)"
+
+
+@pytest.mark.parametrize("density", [0.0005, 0.005, 0.3])
+def test_speckle_noise_many_boxes_and_non_contiguous_inputs_match_monai(density):
+    rng = np.random.default_rng(int(density * 1e4))
+    shape = (30, 40, 24)
+    pred = rng.random(shape) < density
+    ref = rng.random(shape) < density
+    pred[3, 4, 5] = ref[20, 30, 10] = True
+    spacing = (2.0, 0.6, 1.1)
+    assert_matches_monai(np.asfortranarray(pred), ref.astype(np.int16), spacing)
+    # a transposed view: strides not C-ordered
+    pt, rt = pred.transpose(2, 1, 0), ref.transpose(2, 1, 0).astype(np.uint8)
+    assert_matches_monai(pt, rt, spacing[::-1])
