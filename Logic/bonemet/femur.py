@@ -170,8 +170,16 @@ def _segment_lps(ct: np.ndarray, sp_zyx, bone_hu: float, path) -> np.ndarray:
     # watershed on inverted HU plus a penalty on thin dark valleys between bright bone (the joint space),
     # bone only (non-bone = high plateau, relabelled afterwards)
     valley = _valley(s, sp)
-    land = np.where(bone, np.clip(3000.0 - np.minimum(s, 800.0) + 4.0 * valley, 0, 9000), 10000.0)
-    land = land.astype(np.float32)
+    # inside of each bone (marrow, trabecular bone, lesions) = as cheap as bone: holes of the valley-cut bone
+    cut = bone & (valley < VALLEY_CUT_HU)
+    inside = np.stack([ndi.binary_fill_holes(x) if x.any() else x for x in cut]) & ~bone
+    s_eff = np.where(inside, 600.0, s)
+    # outside bone: a high plateau, sloped by the distance from the femur markers, so that where a dark lesion
+    # breaks the femur the femur floods through it before the pelvis floods across the joint space
+    d_fem = ndi.distance_transform_edt((markers != 1) & (markers != 2), sampling=sp)
+    land = np.where(bone | inside, np.clip(3000.0 - np.minimum(s_eff, 800.0) + 4.0 * valley, 0, 9000),
+                    10000.0 + np.minimum(d_fem, 5000.0))
+    land = np.rint(land).astype(np.uint16)
     ws_img = sitk.MorphologicalWatershedFromMarkers(sitk.GetImageFromArray(land),
                                                     sitk.GetImageFromArray(markers.astype(np.uint16)),
                                                     markWatershedLine=False, fullyConnected=False)

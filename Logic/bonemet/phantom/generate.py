@@ -109,6 +109,10 @@ def make_case(case_id: str = "ph000", seed: int = 0, preset="small", healthy: bo
     outside = ndi.map_coordinates(A.outside_mm, idx, order=1, mode="nearest", prefilter=False)
     regions = ndi.map_coordinates(A.regions, idx, order=0, mode="nearest", prefilter=False)
     del idx, disp
+    vox_in = float(np.clip(sxy, 0.5, 2.5))
+    # partial-volume fractions: sharpen the smooth atlas channels to a ~1 mm transition (no long tails that
+    # would fill the joint space)
+    chans = np.clip(0.5 + (chans - 0.5) * (2.5 * vox_in / 2.0), 0.0, 1.0)
     tot = chans.sum(0)
     over = tot > 1
     chans[:, over] /= tot[over]
@@ -162,7 +166,7 @@ def make_case(case_id: str = "ph000", seed: int = 0, preset="small", healthy: bo
             hu_les = r.uniform(0, 80) + 12.0 * tex + 8.0 * tex2
             hu_bone = hu_bone * (1 - les_w) + hu_les * les_w
     # pelvis: thin cortex, trabecular interior; joint space kept free of pelvic bone
-    gap = max(float(r.uniform(3.0, 5.0)), 1.7 * sxy)
+    gap = max(float(r.uniform(3.0, 5.0)), 1.7 * sxy, 1.5 * sz)
     d_fem = ndi.distance_transform_edt(~fem_any, sampling=sp_zyx).astype(np.float32)
     w_other = w_other * np.clip((d_fem - gap) / vox + 0.5, 0, 1)
     other_any = w_other > 0.5
