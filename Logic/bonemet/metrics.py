@@ -383,8 +383,7 @@ def lesion_components(mask, spacing_zyx, min_volume_mm3: float = 16.0, connectiv
     return labels, kept, sizes
 
 
-def lesion_detection(pred, ref, spacing_zyx, min_volume_mm3: float = 16.0, connectivity: int = 26,
-                     per_lesion_distances: bool = False) -> dict:
+def lesion_detection(pred, ref, spacing_zyx, min_volume_mm3: float = 16.0, connectivity: int = 26) -> dict:
     """Lesion-wise detection: connected components matched by overlap.
 
     Components smaller than ``min_volume_mm3`` are ignored in both masks. A reference lesion is detected (TP)
@@ -396,75 +395,89 @@ def lesion_detection(pred, ref, spacing_zyx, min_volume_mm3: float = 16.0, conne
     reference lesion), ``n_ref``, ``n_pred``, ``sensitivity`` = tp / n_ref, ``precision`` = tp_pred / n_pred,
     ``f1``, ``fp_per_case`` (= fp), ``ignored_ref``/``ignored_pred`` (components below the size limit),
     ``status`` and ``per_lesion``: one entry per reference lesion (``id``, ``volume_mm3``, ``detected``,
-    ``dice`` with the union of the predicted components overlapping it, ``centroid_zyx``) and per false
+    ``dice`` with the union of the predicted components overlapping it, ``centroid_zyx`` in voxels) and per false
     positive (``id`` "fp1"..., ``detected`` None). Undefined ratios are None.
+
+    Works box by box (:func:`foreground_boxes`): components never cross the empty slabs between boxes.
     """
-    pred, ref, sp = _check_pair(pred, ref, spacing_zyx)
-    voxel = float(np.prod(sp))
-    p, r, box = crop_pair(pred, ref, margin=1)
-    res = {"tp": 0, "fn": 0, "fp": 0, "tp_pred": 0, "n_ref": 0, "n_pred": 0, "ignored_ref": 0, "ignored_pred": 0,
-           "sensitivity": None, "precision": None, "f1": None, "fp_per_case": 0, "min_volume_mm3": min_volume_mm3,
-           "per_lesion": []}
-    if box is None:
-        res["status"] = "true_negative"
-        return res
-    offset = np.array([s.start for s in box])
-    lp, kept_p, size_p = lesion_components(p, sp, min_volume_mm3, connectivity)
-    lr, kept_r, size_r = lesion_components(r, sp, min_volume_mm3, connectivity)
-    kept_p_set, kept_r_set = set(kept_p), set(kept_r)
-    # overlap table between components (pairs of labels on common voxels)
-    both = (lp > 0) & (lr > 0)
-    pairs = np.unique(np.stack([lr[both], lp[both]], axis=1), axis=0) if both.any() else np.zeros((0, 2), int)
-    ref_to_pred: dict[int, set] = {}
-    pred_touches_ref: dict[int, set] = {}
-    for a, b in pairs.tolist():
-        pred_touches_ref.setdefault(b, set()).add(a)
-        if b in kept_p_set:
-            ref_to_pred.setdefault(a, set()).add(b)
     from scipy import ndimage
 
-    per = []
-    centroids_r = ndimage.center_of_mass(np.ones_like(lr, dtype=np.uint8), lr, kept_r) if kept_r else []
-    for k, lab in enumerate(kept_r):
-        matches = sorted(ref_to_pred.get(lab, ()))
-        detected = bool(matches)
-        rl = lr == lab
-        if detected:
-            pl = np.isin(lp, matches)
-            inter = int(np.count_nonzero(rl & pl))
-            dice = 2.0 * inter / (int(size_r[lab]) + int(np.count_nonzero(pl)))
-        else:
-            dice = 0.0
-        per.append({"id": f"ref{k + 1}", "kind": "reference", "volume_mm3": float(size_r[lab]) * voxel,
-                    "detected": detected, "dice": dice, "n_matching_pred": len(matches),
-                    "centroid_zyx": [float(c) + float(o) for c, o in zip(centroids_r[k], offset)]})
-    tp = sum(1 for e in per if e["detected"])
-    fp_labels = [lab for lab in kept_p if lab not in pred_touches_ref]
-    tp_pred = sum(1 for lab in kept_p if any(a in kept_r_set for a in pred_touches_ref.get(lab, ())))
-    if fp_labels:
-        cents = ndimage.center_of_mass(np.ones_like(lp, dtype=np.uint8), lp, fp_labels)
-        for k, (lab, c) in enumerate(zip(fp_labels, cents)):
-            per.append({"id": f"fp{k + 1}", "kind": "false_positive", "volume_mm3": float(size_p[lab]) * voxel,
-                        "detected": None, "dice": 0.0, "n_matching_pred": None,
-                        "centroid_zyx": [float(x) + float(o) for x, o in zip(c, offset)]})
-    n_ref, n_pred = len(kept_r), len(kept_p)
-    fp = len(fp_labels)
+    pred, ref, sp = _check_pair(pred, ref, spacing_zyx)
+    voxel = float(np.prod(sp))
+    min_vox = min_volume_mm3 / voxel - 1e-9
+    structure = _structure(pred.ndim, connectivity)
+    ref_entries, fp_entries = [], []
+    n_ref = n_pred = tp_pred = ignored_ref = ignored_pred = 0
+    for box in foreground_boxes(pred, ref):
+        p, r = _as_binary(pred[box], "prediction"), _as_binary(ref[box], "reference")
+        off = np.array([b.start for b in box], dtype=float)
+        lp, n_p = ndimage.label(p, structure=structure)
+        lr, n_r = ndimage.label(r, structure=structure)
+        size_p = np.bincount(lp.ravel(), minlength=n_p + 1)
+        size_r = np.bincount(lr.ravel(), minlength=n_r + 1)
+        kept_p = np.flatnonzero(size_p >= min_vox)
+        kept_p = kept_p[kept_p > 0]
+        kept_r = np.flatnonzero(size_r >= min_vox)
+        kept_r = kept_r[kept_r > 0]
+        ignored_p_here, ignored_r_here = n_p - len(kept_p), n_r - len(kept_r)
+        ignored_pred += ignored_p_here
+        ignored_ref += ignored_r_here
+        n_ref += len(kept_r)
+        n_pred += len(kept_p)
+        both = (lp > 0) & (lr > 0)
+        pairs = np.unique(np.stack([lr[both], lp[both]], axis=1), axis=0) if both.any() else np.zeros((0, 2), int)
+        kept_p_set, kept_r_set = set(kept_p.tolist()), set(kept_r.tolist())
+        ref_to_pred: dict[int, list] = {}
+        pred_touches: dict[int, set] = {}
+        for a, b in pairs.tolist():
+            pred_touches.setdefault(b, set()).add(a)
+            if b in kept_p_set:
+                ref_to_pred.setdefault(a, []).append(b)
+        objs_r = ndimage.find_objects(lr)
+        for lab in kept_r.tolist():
+            sl = objs_r[lab - 1]
+            rl = lr[sl] == lab
+            matches = ref_to_pred.get(lab, [])
+            if matches:
+                inter = int(np.count_nonzero(rl & np.isin(lp[sl], matches)))
+                dice = 2.0 * inter / (int(size_r[lab]) + int(size_p[matches].sum()))
+            else:
+                dice = 0.0
+            c = np.asarray(ndimage.center_of_mass(rl)) + [q.start for q in sl] + off
+            ref_entries.append({"kind": "reference", "volume_mm3": float(size_r[lab]) * voxel,
+                                "detected": bool(matches), "dice": dice, "n_matching_pred": len(matches),
+                                "centroid_zyx": [float(x) for x in c]})
+        objs_p = ndimage.find_objects(lp)
+        for lab in kept_p.tolist():
+            touched = pred_touches.get(lab, set())
+            if touched & kept_r_set:
+                tp_pred += 1
+            elif not touched:
+                sl = objs_p[lab - 1]
+                c = np.asarray(ndimage.center_of_mass(lp[sl] == lab)) + [q.start for q in sl] + off
+                fp_entries.append({"kind": "false_positive", "volume_mm3": float(size_p[lab]) * voxel,
+                                   "detected": None, "dice": 0.0, "n_matching_pred": None,
+                                   "centroid_zyx": [float(x) for x in c]})
+    for k, e in enumerate(ref_entries):
+        e["id"] = f"ref{k + 1}"
+    for k, e in enumerate(fp_entries):
+        e["id"] = f"fp{k + 1}"
+    per = [{"id": e.pop("id"), **e} for e in ref_entries + fp_entries]
+    tp = sum(1 for e in ref_entries if e["detected"])
+    fp = len(fp_entries)
     sens = tp / n_ref if n_ref else None
     prec = tp_pred / n_pred if n_pred else None
     if sens is not None and prec is not None:
         f1 = 0.0 if sens + prec == 0 else 2 * sens * prec / (sens + prec)
-    elif n_ref == 0 and n_pred > 0:
-        f1 = 0.0
-    elif n_pred == 0 and n_ref > 0:
-        f1 = 0.0
+    elif n_ref or n_pred:
+        f1 = 0.0  # lesions on one side only
     else:
         f1 = None
     status = "ok" if n_ref and n_pred else ("true_negative" if not n_ref and not n_pred
                                             else ("pred_empty" if not n_pred else "ref_empty"))
-    res.update(tp=tp, fn=n_ref - tp, fp=fp, tp_pred=tp_pred, n_ref=n_ref, n_pred=n_pred,
-               ignored_ref=int(len(size_r) - 1 - n_ref), ignored_pred=int(len(size_p) - 1 - n_pred),
-               sensitivity=sens, precision=prec, f1=f1, fp_per_case=fp, per_lesion=per, status=status)
-    return res
+    return {"tp": tp, "fn": n_ref - tp, "fp": fp, "tp_pred": tp_pred, "n_ref": n_ref, "n_pred": n_pred,
+            "ignored_ref": ignored_ref, "ignored_pred": ignored_pred, "sensitivity": sens, "precision": prec,
+            "f1": f1, "fp_per_case": fp, "min_volume_mm3": min_volume_mm3, "status": status, "per_lesion": per}
 
 
 # ---------------------------------------------------------------------------------------------------------------
