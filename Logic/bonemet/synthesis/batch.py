@@ -211,6 +211,7 @@ def _run_chunk(job: dict) -> list[dict]:
     for lesion_id, k in job["tasks"]:
         item = lib.get(lesion_id)
         cid = case_id(lesion_id, hid, k)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         ins, params = synthesize_one(ct.array, femur, ct.geometry.spacing_zyx, item, cfg, job["seed"], hid, k,
                                      _W["cand"])
@@ -234,12 +235,24 @@ def _run_chunk(job: dict) -> list[dict]:
             finally:
                 ct.array[ins.box] = original          # restore the healthy volume for the next case
             rec.update(rel)
+        rec["cpu_s"] = round(time.process_time() - c0, 5)
         write_json(out / RECORDS / f"{cid}.json", rec)  # the resume marker, last
         done.append(rec)
     return done
 
 
 # ------------------------------------------------------------------------------------------- the batch
+def _mp_context():
+    """Worker start method: a fork server that has imported the engine once (cheap, thread-safe starts);
+    'spawn' where fork servers are not available (Windows, macOS app bundles)."""
+    try:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["bonemet.synthesis.batch"])
+        return ctx
+    except ValueError:
+        return mp.get_context("spawn")
+
+
 def _remove_stale_temps(out: Path) -> None:
     """Delete hidden temporary files a killed run left behind (``.<name>.tmp<pid>...``)."""
     for sub in ("ct", "lesion", "femur", RECORDS, "."):
@@ -371,13 +384,14 @@ def synthesize(library_dir, healthy_dir, out_dir, per_pair: int | None = None, s
 
     t_run = time.perf_counter()
     n_new = 0
-    compute = []
+    compute, cpu = [], []
 
     def _collect(records):
         nonlocal n_new
         for r in records:
             finished[r["id"]] = r
             compute.append(r.get("compute_s", 0.0))
+            cpu.append(r.get("cpu_s", 0.0))
             n_new += 1
             yield r
 
@@ -391,7 +405,7 @@ def synthesize(library_dir, healthy_dir, out_dir, per_pair: int | None = None, s
             finally:
                 _W.clear()                                  # don't keep the last healthy volume in memory
             return
-        ctx = mp.get_context("spawn")
+        ctx = _mp_context()
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                     initargs=(str(Path(library_dir)), 1)) as ex:
             futs = [ex.submit(_run_chunk, j) for j in jobs]
@@ -410,7 +424,7 @@ def synthesize(library_dir, healthy_dir, out_dir, per_pair: int | None = None, s
     ordered = [finished[case_id(l, h, k)] for l, h, k in tasks if case_id(l, h, k) in finished]
     kept = [r for r in ordered if r["status"] == "kept"]
     rejected = [r for r in ordered if r["status"] != "kept"]
-    manifest = [{k: v for k, v in r.items() if k not in ("status", "reason", "compute_s")} for r in kept]
+    manifest = [{k: v for k, v in r.items() if k not in ("status", "reason", "compute_s", "cpu_s")} for r in kept]
     write_manifest(out, manifest, info={"kind": "synthetic", "method": "ad-hoc lesion synthesis",
                                         "synthesis": config})
     _write_csv(out / "manifest.csv", manifest)
@@ -426,6 +440,7 @@ def synthesize(library_dir, healthy_dir, out_dir, per_pair: int | None = None, s
         "excluded_sources": excl, "excluded_lesions": excluded_items, "spacing": list(sp), "workers": workers,
         "run_s": round(run_s, 3), "cases_per_min": round(60.0 * n_new / run_s, 2) if n_new and run_s > 0 else None,
         "compute_s_per_case_mean": round(float(np.mean(compute)), 5) if compute else None,
+        "cpu_s_per_case_mean": round(float(np.mean(cpu)), 5) if cpu else None,
         "total_s": round(time.perf_counter() - t_start, 3),
     }
     write_json(out / SUMMARY, summary)
