@@ -33,6 +33,7 @@ h2 { font-size: 1.3em; margin: 32px 0 8px; color: #2b5797; border-bottom: 1px so
 h3 { font-size: 1.1em; margin: 22px 0 6px; }
 p { margin: 6px 0 10px; }
 p.meta { color: #5b6473; font-size: 0.9em; margin-top: 0; }
+.tablewrap { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 10px 0 22px; font-size: 0.9em; font-variant-numeric: tabular-nums; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 6px; color: #1d2330; }
 th, td { border: 1px solid #d5dbe5; padding: 4px 9px; text-align: left; vertical-align: top; }
@@ -116,7 +117,7 @@ class Report:
                         columns.append(k)
         headers = headers or {}
         self._n_tables += 1
-        out = ["<table>"]
+        out = ['<div class="tablewrap"><table>']
         out.append(f"<caption>{_esc(caption or f'Table {self._n_tables}')}</caption>")
         out.append("<thead><tr>" + "".join(f'<th scope="col">{_esc(headers.get(c, c))}</th>' for c in columns)
                    + "</tr></thead>")
@@ -129,7 +130,7 @@ class Report:
                 text, cls = format_value(r.get(c), floatfmt)
                 cells.append(f'<td class="{cls}">{_esc(text)}</td>' if cls else f"<td>{_esc(text)}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
-        out.append("</tbody></table>")
+        out.append("</tbody></table></div>")
         self._parts.append("\n".join(out))
         return self
 
