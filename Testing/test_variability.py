@@ -185,3 +185,15 @@ def test_summary_has_no_nan(tmp_path):
         for m, summ in g["metrics"].items():
             for v in summ.values():
                 assert not (isinstance(v, float) and math.isnan(v)), (g["group"], m)
+
+
+def test_failure_midway_leaves_no_partial_output(tmp_path, capsys):
+    pa, pb = write(tmp_path / "a.nii.gz", lesion()), write(tmp_path / "b.nii.gz", lesion((1, 0, 0)))
+    nb = write(tmp_path / "nb.nii.gz", (lesion() * 2).astype(np.uint8))
+    (tmp_path / "s.csv").write_text("case,operator,role,session,mask\n"
+                                    f"x,a,novice,1,{pa.name}\nx,b,expert,1,{pb.name}\n"
+                                    f"y,a,novice,1,{pa.name}\ny,b,expert,1,{nb.name}\n")
+    out = tmp_path / "o"
+    code = main(["variability", str(tmp_path / "s.csv"), "-o", str(out), "--staple", "a", "b"])
+    assert code != 0 and "binary" in capsys.readouterr().err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))

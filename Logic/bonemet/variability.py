@@ -294,68 +294,79 @@ def run_study(csv_path, out_dir, report=None, staple: list[str] | tuple = (), mi
         raise InputError("--staple needs at least 2 operators", csv_path)
     pairs = plan_pairs(entries, staple)
 
-    # read every mask once per case, check grids
-    cache: dict = {}
-    grids: dict[str, tuple] = {}
-
-    def load(e: Entry):
-        if e.mask not in cache:
-            ref = grids.get(e.case)
-            vol = read_mask(e.mask, reference=ref[1] if ref else None)
-            if ref is None:
-                grids[e.case] = (e.mask, vol)
-            cache[e.mask] = vol
-        return cache[e.mask]
-
-    # STAPLE consensus per case
+    _check_grids(entries)  # from the file headers: a grid mismatch stops the study before anything is written
+    by_case: dict[str, list] = {}
+    for pr in pairs:
+        by_case.setdefault(pr[1].case, []).append(pr)
+    cases = sorted({e.case for e in entries})
+    staple_tmp = out_dir / f".staple.tmp{os.getpid()}"
     staple_masks: dict[str, Path] = {}
     staple_info: dict[str, dict] = {}
     not_computable: list[dict] = []
-    if staple:
-        for case in sorted({e.case for e in entries}):
-            chosen = []
-            for op in staple:
-                es = sorted((e for e in entries if e.case == case and e.operator == op),
-                            key=lambda e: _session_key(e.session))
-                if es:
-                    chosen.append(es[0])
-            if len(chosen) < 2:
-                not_computable.append({"what": f"STAPLE of case {case}",
-                                       "reason": f"only {len(chosen)} of the chosen operators segmented it"})
-                continue
-            vols = [load(e) for e in chosen]
-            cons, info = staple_consensus([v.array for v in vols])
-            path = out_dir / "staple" / f"{case}.nii.gz"
-            write_mask(path, cons, vols[0].geometry)
-            staple_masks[case] = path
-            staple_info[case] = {"operators": [e.operator for e in chosen], **info}
-
     rows = []
-    for group, a, ref in progress(pairs, desc="variability pairs", total=len(pairs)):
-        va = load(a)
-        if ref == "staple":
-            if a.case not in staple_masks:
-                continue
-            rv = read_mask(staple_masks[a.case], reference=va)
-            ref_desc = {"ref_operator": "STAPLE(" + "+".join(staple_info[a.case]["operators"]) + ")",
-                        "ref_role": "staple", "ref_session": "", "ref_mask": str(staple_masks[a.case])}
-            ct = a.ct
-        else:
-            rv = load(ref)
-            ref_desc = {"ref_operator": ref.operator, "ref_role": ref.role, "ref_session": ref.session,
-                        "ref_mask": str(ref.mask)}
-            ct = a.ct or ref.ct
-        res = evaluate_arrays(va.array, rv.array, rv.spacing_zyx, None, min_lesion_mm3)
-        row = {"group": group, "case": a.case, "operator": a.operator, "role": a.role, "session": a.session,
-               **ref_desc, "status": res["status"]}
-        row.update({"dice": res["dice"], "hd": res["hd"], "hd95": res["hd95"], "assd": res["assd"],
-                    "vol_a_mm3": res["vol_pred_mm3"], "vol_ref_mm3": res["vol_ref_mm3"],
-                    "vol_diff_mm3": res["vol_diff_mm3"], "vol_diff_pct": res["vol_diff_pct"],
-                    "sensitivity": res["sensitivity"], "precision": res["precision"],
-                    "lesion_tp": res["lesion_tp"], "lesion_fp": res["lesion_fp"], "lesion_fn": res["lesion_fn"],
-                    "lesion_f1": res["lesion_f1"], "note": res["note"], "mask": str(a.mask),
-                    "ct": str(ct) if ct else None})
-        rows.append(row)
+    try:
+        for case in progress(cases, desc="variability cases", total=len(cases)):
+            cache: dict = {}  # masks of this case only: memory bounded by one case's segmentations
+
+            def load(e: Entry, _cache=cache, _case=case):
+                if e.mask not in _cache:
+                    first = next(iter(_cache.values()), None)
+                    _cache[e.mask] = read_mask(e.mask, reference=first)
+                return _cache[e.mask]
+
+            consensus = None
+            if staple:
+                chosen = []
+                for op in staple:
+                    es = sorted((e for e in entries if e.case == case and e.operator == op),
+                                key=lambda e: _session_key(e.session))
+                    if es:
+                        chosen.append(es[0])
+                if len(chosen) < 2:
+                    not_computable.append({"what": f"STAPLE of case {case}",
+                                           "reason": f"only {len(chosen)} of the chosen operators segmented it"})
+                else:
+                    vols = [load(e) for e in chosen]
+                    cons, info = staple_consensus([v.array for v in vols])
+                    write_mask(staple_tmp / f"{case}.nii.gz", cons, vols[0].geometry)
+                    consensus = cons
+                    staple_masks[case] = out_dir / "staple" / f"{case}.nii.gz"
+                    staple_info[case] = {"operators": [e.operator for e in chosen], **info}
+            for group, a, ref in by_case.get(case, []):
+                va = load(a)
+                if ref == "staple":
+                    if consensus is None:
+                        continue
+                    ref_arr, spacing = consensus, va.spacing_zyx
+                    ref_desc = {"ref_operator": "STAPLE(" + "+".join(staple_info[case]["operators"]) + ")",
+                                "ref_role": "staple", "ref_session": "", "ref_mask": str(staple_masks[case])}
+                    ct = a.ct
+                else:
+                    rv = load(ref)
+                    ref_arr, spacing = rv.array, rv.spacing_zyx
+                    ref_desc = {"ref_operator": ref.operator, "ref_role": ref.role, "ref_session": ref.session,
+                                "ref_mask": str(ref.mask)}
+                    ct = a.ct or ref.ct
+                res = evaluate_arrays(va.array, ref_arr, spacing, None, min_lesion_mm3)
+                row = {"group": group, "case": a.case, "operator": a.operator, "role": a.role,
+                       "session": a.session, **ref_desc, "status": res["status"]}
+                row.update({"dice": res["dice"], "hd": res["hd"], "hd95": res["hd95"], "assd": res["assd"],
+                            "vol_a_mm3": res["vol_pred_mm3"], "vol_ref_mm3": res["vol_ref_mm3"],
+                            "vol_diff_mm3": res["vol_diff_mm3"], "vol_diff_pct": res["vol_diff_pct"],
+                            "sensitivity": res["sensitivity"], "precision": res["precision"],
+                            "lesion_tp": res["lesion_tp"], "lesion_fp": res["lesion_fp"],
+                            "lesion_fn": res["lesion_fn"], "lesion_f1": res["lesion_f1"], "note": res["note"],
+                            "mask": str(a.mask), "ct": str(ct) if ct else None})
+                rows.append(row)
+        if staple_masks:
+            (out_dir / "staple").mkdir(parents=True, exist_ok=True)
+            for case in staple_masks:
+                os.replace(staple_tmp / f"{case}.nii.gz", staple_masks[case])
+    finally:
+        if staple_tmp.exists():
+            import shutil
+
+            shutil.rmtree(staple_tmp, ignore_errors=True)
 
     # groups
     present_roles = {e.role for e in entries}
@@ -450,6 +461,46 @@ def run_study(csv_path, out_dir, report=None, staple: list[str] | tuple = (), mi
 
         variability_report(rows, summary, report, n_worst=n_worst)
     return summary
+
+
+def _header_geometry(path: Path):
+    """Grid of an image file from its header only (no voxel data read)."""
+    import SimpleITK as sitk
+
+    from bonemet.io import Geometry, read_image
+
+    if path.is_dir():
+        return Geometry.from_image(read_image(path))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"cannot read image header: {str(exc).strip().splitlines()[-1][:200]}", path) from exc
+    size = reader.GetSize()
+    if len(size) == 4 and size[3] == 1:
+        size = size[:3]
+        return Geometry(tuple(size), reader.GetSpacing()[:3], reader.GetOrigin()[:3],
+                        tuple(reader.GetDirection()[i * 4 + j] for i in range(3) for j in range(3)))
+    if len(size) != 3:
+        raise InputError(f"expected a 3D mask, got size {size}", path)
+    return Geometry(tuple(size), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+
+
+def _check_grids(entries: list[Entry]) -> None:
+    """Every mask (and CT) of a case on the grid of the case's first mask, from headers."""
+    from bonemet.io import check_same_grid
+
+    first: dict[str, tuple] = {}
+    for e in entries:
+        for p in (e.mask, e.ct):
+            if p is None:
+                continue
+            geo = _header_geometry(p)
+            if e.case not in first:
+                first[e.case] = (p, geo)
+            else:
+                check_same_grid(geo, first[e.case][1], p, first[e.case][0])
 
 
 def _why_empty(group: str, ops_by_role: dict, entries, staple) -> str | None:
