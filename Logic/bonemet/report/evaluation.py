@@ -6,7 +6,6 @@ import logging
 import math
 from pathlib import Path
 
-
 from bonemet.report.html import Report
 
 log = logging.getLogger("bonemet")
