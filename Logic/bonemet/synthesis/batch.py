@@ -351,7 +351,9 @@ def synthesize(library_dir, healthy_dir, out_dir, per_pair: int | None = None, s
         except json.JSONDecodeError:
             old = None
         if old is not None:
-            diff = [k for k in config if old.get(k) != json.loads(json.dumps(config[k]))]
+            # paths may move (a copied folder resumes); what decides the results must not change
+            diff = [k for k in config if k not in ("library", "healthy")
+                    and old.get(k) != json.loads(json.dumps(config[k]))]
             if diff:
                 raise InputError(f"output folder holds a synthesis run with different arguments "
                                  f"({', '.join(diff)} differ): use another output folder or delete it", out)
