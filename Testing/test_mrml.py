@@ -301,3 +301,39 @@ def test_markup_point_to_voxel(scene):
     np.testing.assert_allclose(mrml.ras_to_ijk(g, mrml.markup_point_ras(m)), (3, 2, 1), atol=1e-9)
     with pytest.raises(ValueError, match="control point"):
         mrml.markup_point_ras(m, 3)
+
+
+def test_segments_are_stored_cropped_and_read_back_on_the_grid(scene, femur_case, tmp_path):
+    """Segments keep only their bounding box (fast for big CTs); reading them back on the CT grid pastes them
+    directly when the grids are aligned — checked against Slicer's own resampling export."""
+    g, lab, les = femur_case
+    seg = mrml.segmentation_from_labelmap(lab, g, mrml.FEMUR_LABELS, scene=scene)
+    sid = mrml.find_segment(seg, "Femur right")
+    img = slicer.vtkOrientedImageData()
+    seg.GetBinaryLabelmapRepresentation(sid, img)
+    ext = img.GetExtent()
+    assert (ext[1] - ext[0] + 1) * (ext[3] - ext[2] + 1) * (ext[5] - ext[4] + 1) == (lab == 1).sum()
+    fast = mrml._segment_on_grid(seg, sid, g)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, lab == 1)
+    # the same after a save/load (segments then share a layer with different label values)
+    seg2 = mrml.load_segmentation(mrml.save_segmentation(seg, tmp_path / "f.seg.nrrd"), scene=scene)
+    for name, value in (("Femur right", 1), ("Femur left", 2)):
+        np.testing.assert_array_equal(mrml._segment_on_grid(seg2, mrml.find_segment(seg2, name), g), lab == value)
+    # a grid that is not aligned (half-voxel shift) goes through Slicer's resampling instead
+    shifted = Geometry(g.size, g.spacing, tuple(np.asarray(g.origin) + 0.35), g.direction)
+    assert mrml._segment_on_grid(seg, sid, shifted) is None
+    assert mrml.segment_mask(seg, sid, shifted).shape == g.shape
+
+
+def test_cropped_seg_nrrd_is_placed_right_by_slicer_and_slicerio(scene, femur_case, tmp_path):
+    g, lab, les = femur_case
+    path = mrml.write_seg_nrrd(tmp_path / "c.seg.nrrd", {"Metastasis": les}, g, crop=True)
+    s = slicerio.read_segmentation(str(path))
+    vox = np.asarray(s["voxels"])
+    assert vox.size == les.sum() < les.size  # only the lesion's bounding box is stored
+    # slicerio's ijkToLPS places the cropped block: its first voxel is the lesion's first voxel
+    first = np.argwhere(les)[0][::-1]  # (i, j, k)
+    np.testing.assert_allclose(np.asarray(s["ijkToLPS"])[:3, 3], g.index_to_physical(first), atol=1e-4)
+    seg = mrml.load_segmentation(path, scene=scene)
+    np.testing.assert_array_equal(mrml.segment_mask(seg, "Metastasis", g), les)

@@ -263,12 +263,20 @@ def new_segmentation(*, scene=None, name: str = "Segmentation", geometry: Geomet
     if reference_node is not None:
         seg.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
     elif geometry is not None:
-        tmp = _temp_labelmap(scene, np.zeros(geometry.shape, np.uint8), geometry)
-        try:
-            seg.SetReferenceImageGeometryParameterFromVolumeNode(tmp)
-        finally:
-            scene.RemoveNode(tmp)
+        set_reference_geometry(seg, geometry)
     return seg
+
+
+def set_reference_geometry(seg_node, geometry: Geometry) -> None:
+    """Set a segmentation's reference image geometry (the grid Segment Editor works on) from an engine
+    geometry, without allocating an image."""
+    slicer = _slicer()
+    img = slicer.vtkOrientedImageData()
+    img.SetExtent(0, geometry.size[0] - 1, 0, geometry.size[1] - 1, 0, geometry.size[2] - 1)
+    img.SetImageToWorldMatrix(_vtk_matrix(ijk_to_ras(geometry)))
+    conv = slicer.vtkSegmentationConverter
+    seg_node.GetSegmentation().SetConversionParameter(conv.GetReferenceImageGeometryParameterName(),
+                                                      conv.SerializeImageGeometry(img))
 
 
 def _temp_labelmap(scene, array: np.ndarray, geometry: Geometry, name: str = "__bonemet_temp__"):
@@ -307,55 +315,66 @@ def _require_segment(seg_node, segment: str) -> str:
     return sid
 
 
+def oriented_image(array: np.ndarray, geometry: Geometry):
+    """uint8 array (z, y, x) on ``geometry`` → ``vtkOrientedImageData`` (Slicer's segment labelmap type)."""
+    slicer = _slicer()
+    import vtk
+    from vtk.util import numpy_support
+
+    array = np.asarray(array, dtype=np.uint8)
+    img = slicer.vtkOrientedImageData()
+    img.SetDimensions(*[int(v) for v in array.shape[::-1]])
+    img.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(img.GetPointData().GetScalars()).reshape(array.shape)[:] = array
+    img.SetImageToWorldMatrix(_vtk_matrix(ijk_to_ras(geometry)))
+    return img
+
+
 def set_segment_mask(seg_node, mask: np.ndarray, geometry: Geometry, name: str,
                      color: Sequence[float] | None = None, *, scene=None) -> str:
     """Write a binary mask (z, y, x on ``geometry``) as segment ``name``: replaced when a segment of that
     name exists (same ID, so Segment Editor history and display settings stay), added otherwise.
-    Returns the segment ID."""
-    slicer = _slicer()
-    import vtk
+    Returns the segment ID.
 
-    scene = _node_scene(seg_node, scene)
+    Only the mask's bounding box is handed to Slicer (segments keep their own extent, as Segment Editor does),
+    so loading a small lesion or a femur into a full-size CT's segmentation stays fast."""
+    slicer = _slicer()
+    from bonemet.geometry import bbox_slices, crop_geometry
+
     mask = np.asarray(mask)
     if tuple(mask.shape) != geometry.shape:
         raise ValueError(f"mask shape {mask.shape} does not match geometry shape {geometry.shape}")
-    binary = (mask > 0).astype(np.uint8)
+    if _segmentation_is_empty_geometry(seg_node):
+        set_reference_geometry(seg_node, geometry)
     existing = find_segment(seg_node, name)
     seg = seg_node.GetSegmentation()
-    tmp = _temp_labelmap(scene, binary, geometry, name)
-    try:
-        if _segmentation_is_empty_geometry(seg_node):
-            seg_node.SetReferenceImageGeometryParameterFromVolumeNode(tmp)
-        logic = slicer.vtkSlicerSegmentationsModuleLogic
-        if existing is not None:
-            ids = vtk.vtkStringArray()
-            ids.InsertNextValue(existing)
-            if not binary.any():
-                # Importing an empty label map leaves the old content: clear the segment explicitly.
-                _clear_segment(seg_node, existing)
-            elif not logic.ImportLabelmapToSegmentationNode(tmp, seg_node, ids):
-                raise RuntimeError(f"could not update segment {name!r}")
-            sid = existing
+    box = bbox_slices(mask > 0)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    if existing is not None:
+        sid = existing
+        if box is None:
+            _clear_segment(seg_node, sid)
         else:
-            before = set(segment_ids(seg_node))
-            if binary.any():
-                if not logic.ImportLabelmapToSegmentationNode(tmp, seg_node):
-                    raise RuntimeError(f"could not import segment {name!r}")
-                new = [i for i in segment_ids(seg_node) if i not in before]
-                if len(new) != 1:
-                    raise RuntimeError(f"importing segment {name!r} created {len(new)} segments")
-                sid = new[0]
-            else:
-                sid = seg.AddEmptySegment("", name)
-        segment = seg.GetSegment(sid)
+            img = oriented_image(mask[box] > 0, crop_geometry(geometry, box))
+            if not logic.SetBinaryLabelmapToSegment(img, seg_node, sid, logic.MODE_REPLACE):
+                raise RuntimeError(f"could not update segment {name!r}")
+    elif box is None:
+        sid = seg.AddEmptySegment("", name)
+    else:
+        segment = slicer.vtkSegment()
         segment.SetName(name)
-        if color is None:
-            color = segment_color(name, len(segment_ids(seg_node)) - 1) if existing is None else segment.GetColor()
-        segment.SetColor(*[float(c) for c in color])
-        segment.SetNameAutoGenerated(False)
-        segment.SetColorAutoGenerated(False)
-    finally:
-        scene.RemoveNode(tmp)
+        segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(),
+                                  oriented_image(mask[box] > 0, crop_geometry(geometry, box)))
+        if not seg.AddSegment(segment):
+            raise RuntimeError(f"could not add segment {name!r}")
+        sid = seg.GetSegmentIdBySegment(segment)
+    segment = seg.GetSegment(sid)
+    segment.SetName(name)
+    if color is None:
+        color = segment_color(name, len(segment_ids(seg_node)) - 1) if existing is None else segment.GetColor()
+    segment.SetColor(*[float(c) for c in color])
+    segment.SetNameAutoGenerated(False)
+    segment.SetColorAutoGenerated(False)
     return sid
 
 
@@ -381,10 +400,19 @@ def segmentation_from_labelmap(labelmap: np.ndarray, geometry: Geometry, names: 
     ``reference_node``: volume node whose grid becomes the segmentation's reference geometry.
     """
     labelmap = np.asarray(labelmap)
-    values = [int(v) for v in np.unique(labelmap) if v != 0]
     names = dict(names) if names is not None else {}
-    labels = sorted(set(values) | (set() if skip_empty else set(names)))
-    masks = {names.get(v, f"Label {v}"): labelmap == v for v in labels}
+    vmax = int(labelmap.max()) if labelmap.size else 0
+    present: dict[int, np.ndarray] = {}
+    if 0 < vmax <= 32:  # few labels (femur maps): one comparison per label, no histogram of the whole volume
+        for v in range(1, vmax + 1):
+            m = labelmap == v
+            if m.any():
+                present[v] = m
+    elif vmax > 32:
+        present = {int(v): labelmap == v for v in np.unique(labelmap) if v != 0}
+    labels = sorted(set(present) | (set() if skip_empty else set(names)))
+    masks = {names.get(v, f"Label {v}"): present[v] if v in present else np.zeros(labelmap.shape, bool)
+             for v in labels}
     return segmentation_from_masks(masks, geometry, colors, scene=scene, node=node, name=name,
                                    reference_node=reference_node)
 
@@ -427,12 +455,17 @@ def segment_masks(seg_node, segments: Iterable[str] | None = None, geometry: Geo
     if reference_node is None:
         temp_ref = reference_node = _temp_labelmap(scene, np.zeros(geometry.shape, np.uint8), geometry,
                                                    "__bonemet_ref__")
-    shape = geometry_from_node(reference_node).shape
+    target = geometry_from_node(reference_node)
+    shape = target.shape
     out = {}
     try:
         seg = seg_node.GetSegmentation()
         for sid in ids:
             name = seg.GetSegment(sid).GetName()
+            fast = _segment_on_grid(seg_node, sid, target)
+            if fast is not None:
+                out[name] = fast
+                continue
             lab = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__bonemet_export__")
             try:
                 arr_ids = vtk.vtkStringArray()
@@ -455,6 +488,45 @@ def segment_masks(seg_node, segments: Iterable[str] | None = None, geometry: Geo
     finally:
         if temp_ref is not None:
             scene.RemoveNode(temp_ref)
+    return out
+
+
+def _segment_on_grid(seg_node, sid: str, target: Geometry) -> np.ndarray | None:
+    """The segment's own binary labelmap pasted onto ``target`` when both grids are aligned (same axes and
+    spacing, whole-voxel offset: the usual case); ``None`` otherwise (then Slicer resamples)."""
+    slicer = _slicer()
+    import vtk
+    from vtk.util import numpy_support
+
+    img = slicer.vtkOrientedImageData()
+    if not seg_node.GetBinaryLabelmapRepresentation(sid, img):
+        return None
+    out = np.zeros(target.shape, np.uint8)
+    ext = img.GetExtent()
+    if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4] or img.GetPointData().GetScalars() is None:
+        return out  # empty segment
+    m = vtk.vtkMatrix4x4()
+    img.GetImageToWorldMatrix(m)
+    # segment voxel index → target voxel index
+    mapping = np.linalg.inv(ijk_to_ras(target)) @ _to_numpy4(m)
+    if not np.allclose(mapping[:3, :3], np.eye(3), atol=1e-4):
+        return None
+    offset = mapping[:3, 3] + np.array([ext[0], ext[2], ext[4]], dtype=float)
+    if not np.allclose(offset, np.round(offset), atol=1e-3):
+        return None
+    offset = np.round(offset).astype(int)  # x, y, z of the segment's first voxel in the target grid
+    size = (ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1)
+    data = numpy_support.vtk_to_numpy(img.GetPointData().GetScalars()).reshape(size[::-1])
+    src, dst = [], []
+    for ax_zyx in range(3):
+        ax = 2 - ax_zyx
+        lo, n, lim = int(offset[ax]), size[ax], target.size[ax]
+        a, b = max(lo, 0), min(lo + n, lim)
+        if b <= a:
+            return out  # no overlap with the target grid
+        dst.append(slice(a, b))
+        src.append(slice(a - lo, b - lo))
+    out[tuple(dst)] = data[tuple(src)] > 0
     return out
 
 
@@ -493,11 +565,13 @@ def segmentation_reference_geometry(seg_node) -> Geometry:
     return geometry_from_ijk_to_ras(mm, size)
 
 
-def save_segmentation(seg_node, path: str | os.PathLike, *, scene=None) -> Path:
+def save_segmentation(seg_node, path: str | os.PathLike, *, scene=None, crop: bool = False) -> Path:
     """Write a segmentation node as ``.seg.nrrd`` (Slicer's own storage node), atomically.
 
     The file holds segment names, colours, label values and the geometry; Slicer, ``slicerio`` and plain NRRD
-    readers read it back."""
+    readers read it back. By default the voxels cover the whole reference grid (the CT's), so any NRRD reader
+    gets a mask on the CT grid; ``crop=True`` stores only the segments' bounding box (much smaller and faster
+    for big CTs; Slicer and ``slicerio`` place it correctly, plain readers see the smaller grid)."""
     slicer = _slicer()
     path = Path(path)
     if not path.name.lower().endswith(".seg.nrrd"):
@@ -511,6 +585,7 @@ def save_segmentation(seg_node, path: str | os.PathLike, *, scene=None) -> Path:
         with atomic_path(path) as tmp:
             storage.SetFileName(str(tmp))
             storage.SetUseCompression(True)
+            storage.SetCropToMinimumExtent(bool(crop))
             if not storage.WriteData(seg_node):
                 raise RuntimeError(f"writing {path} failed")
     finally:
@@ -540,7 +615,7 @@ def load_segmentation(path: str | os.PathLike, *, scene=None, name: str | None =
 
 def write_seg_nrrd(path: str | os.PathLike, segments: np.ndarray | Mapping[str, np.ndarray], geometry: Geometry,
                    names: Mapping[int, str] | None = None,
-                   colors: Mapping[str, Sequence[float]] | None = None) -> Path:
+                   colors: Mapping[str, Sequence[float]] | None = None, crop: bool = False) -> Path:
     """Write a label map or named binary masks as a Slicer ``.seg.nrrd`` without a scene of one's own
     (a private MRML scene is used)."""
     slicer = _slicer()
@@ -549,7 +624,7 @@ def write_seg_nrrd(path: str | os.PathLike, segments: np.ndarray | Mapping[str, 
         node = segmentation_from_masks(segments, geometry, colors, scene=scene)
     else:
         node = segmentation_from_labelmap(segments, geometry, names, colors, scene=scene)
-    return save_segmentation(node, path, scene=scene)
+    return save_segmentation(node, path, scene=scene, crop=crop)
 
 
 # ---------------------------------------------------------------------------------------------------------------
