@@ -205,9 +205,9 @@ class BoneMetSynthLogic(JobRunner):
             arr[p.box] = vol.array[p.box]
         arr[box] = newCt
         slicer.util.arrayFromVolumeModified(p.volumeNode)
-        full = np.zeros(vol.geometry.shape, np.uint8)
-        full[box] = lesion
-        mrml.set_segment_mask(p.segmentationNode, full, vol.geometry, mrml.METASTASIS, scene=self.scene)
+        # the lesion segment is written on the box's grid (same physical place, no whole-volume mask)
+        mrml.set_segment_mask(p.segmentationNode, lesion, crop_geometry(vol.geometry, box), mrml.METASTASIS,
+                              scene=self.scene)
         p.box, p.info = box, info
         return info
 
@@ -240,9 +240,7 @@ class BoneMetSynthLogic(JobRunner):
         femur = self.femurLabelmap(femurSegmentationNode, vol.geometry)
         seg = mrml.segmentation_from_labelmap(femur, vol.geometry, mrml.FEMUR_LABELS, scene=self.scene,
                                               name=f"{name} segmentation", reference_node=node, skip_empty=True)
-        fullLesion = np.zeros(vol.geometry.shape, np.uint8)
-        fullLesion[box] = lesion
-        mrml.set_segment_mask(seg, fullLesion, vol.geometry, mrml.METASTASIS, scene=self.scene)
+        mrml.set_segment_mask(seg, lesion, crop_geometry(vol.geometry, box), mrml.METASTASIS, scene=self.scene)
         return node, seg, info
 
     # ---- refinement --------------------------------------------------------------------------------------------
