@@ -427,3 +427,48 @@ def test_lesion_job_end_to_end_and_model_import(scene, case, untrained_package, 
     expected = bio.read_mask(work / "lesion.nii.gz").array
     assert mrml.segment_names(seg) == ["Femur right", "Femur left", "Metastasis"]
     np.testing.assert_array_equal(mrml.segment_mask(seg, "Metastasis", reference_node=ctNode), expected)
+
+
+@pytest.mark.slow
+def test_ddpm_batch_training_then_refinement_of_current_volume(synth, tmp_path):
+    """Batch 'DDPM training' (real 'bonemet ddpm train', 2 steps) then 'Refine' on the current volume (real
+    'bonemet refine'): a new volume on the same grid, the input untouched."""
+    logic, ctNode, seg, g, ct, femur = synth
+    logic.process = BlockingProcess(timeout_s=600)
+    results = []
+    logic.jobFinished.connect(results.append)
+    rec = logic.writeCase(tmp_path / "ds", ctNode, seg, lesionSegment="(none)")  # a healthy training case
+    assert rec["lesion"] is None and rec["femur"]
+    logic.startBatchTrain("ddpm", tmp_path / "ds", tmp_path / "ddpm", preset="small", length=2, seed=0,
+                          device="cpu")
+    assert results[-1].ok, results[-1].message + "\n" + results[-1].log
+    assert results[-1].outputs["model"] == tmp_path / "ddpm"
+    logic.startRefine(ctNode, seg, tmp_path / "ddpm", lam=2, ddimSteps=4, seed=0, device="cpu")
+    r = results[-1]
+    assert r.ok, r.message + "\n" + r.log
+    refined = r.outputs["volume"]
+    assert refined.GetName() == "CT refined" and refined is not ctNode
+    out = mrml.node_to_volume(refined)
+    assert out.geometry.same_grid(g) and out.array.shape == ct.shape
+    assert not np.array_equal(out.array, ct.astype(out.array.dtype))  # the femur region was refined
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(ctNode), ct)
+
+
+def test_batch_synthesis_job(synth, tmp_path):
+    """Batch 'Synthesis' (real 'bonemet synth'): library from the current volume, a healthy dataset folder,
+    the output is a dataset folder whose cases carry a lesion."""
+    from bonemet.dataset import load_manifest
+
+    logic, ctNode, seg, g, ct, femur = synth
+    logic.process = BlockingProcess(timeout_s=600)
+    results = []
+    logic.jobFinished.connect(results.append)
+    logic.startExtractLibrary(ctNode, seg, tmp_path / "lib")
+    assert results[-1].ok, results[-1].log
+    logic.writeCase(tmp_path / "healthy", ctNode, seg, lesionSegment="(none)", caseId="h1")
+    logic.startBatchSynth(tmp_path / "lib", tmp_path / "healthy", tmp_path / "syn", perPair=2, seed=3, workers=1,
+                          preset="small")
+    r = results[-1]
+    assert r.ok, r.message + "\n" + r.log
+    cases = load_manifest(r.outputs["dataset"])
+    assert cases and all(c.lesion is not None for c in cases)
