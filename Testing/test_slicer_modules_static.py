@@ -239,6 +239,11 @@ def test_first_use_requirements_match_engine_dependencies():
     assert Install.missingRequirements(deep=True) == []
     assert not Install.requirementSatisfied("surely-not-a-package-bonemet>=1")
     assert not Install.requirementSatisfied("numpy>=999")
+    # the engine's Python floor matches pyproject; Slicer 5.8 (Python 3.9) gets a clear message
+    floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert f">={Install.PYTHON_MIN[0]}.{Install.PYTHON_MIN[1]}" in floor
+    assert Install.unsupportedPython((3, 9)) and "5.10" in Install.unsupportedPython((3, 9))
+    assert Install.unsupportedPython((3, 12)) is None
 
 
 def test_no_folder_named_slicer_on_test_paths():

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import sys
 
 #: Python packages the engine needs beyond what Slicer ships (numpy, SimpleITK), by feature.
 CORE_REQUIREMENTS = ["scipy>=1.10", "tqdm>=4.60", "matplotlib>=3.7"]
 TORCH_REQUIREMENT = "torch>=2.1"
 DEEP_REQUIREMENTS = ["monai>=1.4", "einops>=0.7", "safetensors>=0.4"]
+
+
+#: The engine (and its numpy 2 / MONAI dependencies) needs Python 3.10+: Slicer 5.10 or newer (Python 3.12).
+PYTHON_MIN = (3, 10)
+
+
+def unsupportedPython(version_info=None) -> str | None:
+    """A user-readable reason when this Python is too old for the engine, else None."""
+    v = tuple((version_info or sys.version_info)[:2])
+    if v < PYTHON_MIN:
+        return (f"BoneMet needs Python {PYTHON_MIN[0]}.{PYTHON_MIN[1]} or newer; this Slicer has Python "
+                f"{v[0]}.{v[1]}. Please use 3D Slicer 5.10 or newer.")
+    return None
 
 
 def _version_tuple(v: str) -> tuple:
@@ -49,6 +63,9 @@ def installDependencies(deep: bool = True, askConfirmation: bool = True, log=pri
     False when the user declined. Raises RuntimeError with a user-readable message on failure."""
     import slicer
 
+    reason = unsupportedPython()
+    if reason:
+        raise RuntimeError(reason)
     missing = missingRequirements(deep)
     if not missing:
         return True

@@ -9,7 +9,7 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
-from .Install import installDependencies, missingRequirements
+from .Install import installDependencies, missingRequirements, unsupportedPython
 from .JobView import JobView
 from .Parameters import BoneMetSegParameterNode, pathOrNone
 
@@ -106,6 +106,12 @@ class BoneMetSegPanel(VTKObservationMixin):
         self.ui.compareButton.enabled = bool(p and p.referenceSegmentation)
 
     def updateDependencies(self):
+        reason = unsupportedPython()
+        if reason:
+            self.ui.dependenciesLabel.text = reason
+            self.ui.installButton.enabled = False
+            self.ui.dependenciesCollapsibleButton.collapsed = False
+            return
         missing = missingRequirements(deep=True)
         self.ui.dependenciesLabel.text = ("All Python packages are installed." if not missing else
                                           "Missing (installed on first use): " + ", ".join(missing))
@@ -114,7 +120,7 @@ class BoneMetSegPanel(VTKObservationMixin):
             self.ui.dependenciesCollapsibleButton.collapsed = False
 
     def ensureDependencies(self, deep: bool) -> bool:
-        if not missingRequirements(deep):
+        if not unsupportedPython() and not missingRequirements(deep):
             return True
         with slicer.util.tryWithErrorDisplay("Installing the BoneMet dependencies failed.", waitCursor=True):
             ok = installDependencies(deep=deep, askConfirmation=True, log=self.job.onLog)
@@ -131,6 +137,7 @@ class BoneMetSegPanel(VTKObservationMixin):
             return
         p = self._parameterNode
         self.job.run(self._startFemur, p.inputVolume, p.segmentation)
+        self.updateButtons()
 
     def _startFemur(self, ct, seg):
         seg = self.logic.startFemur(ct, seg)
@@ -141,6 +148,7 @@ class BoneMetSegPanel(VTKObservationMixin):
             return
         p = self._parameterNode
         self.job.run(self._startLesions, p.inputVolume, p.segmentation, pathOrNone(p.modelPath), p.device, p.tta)
+        self.updateButtons()
 
     def _startLesions(self, ct, seg, model, device, tta):
         seg = self.logic.startLesions(ct, seg, model, device, tta)
@@ -267,3 +275,4 @@ class BoneMetSegPanel(VTKObservationMixin):
         p = self._parameterNode
         out = pathOrNone(p.variabilityOutput) or pathOrNone(p.variabilityCsv).parent / "bonemet-variability"
         self.job.run(self.logic.startVariability, pathOrNone(p.variabilityCsv), out)
+        self.updateButtons()

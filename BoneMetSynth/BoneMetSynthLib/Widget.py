@@ -5,7 +5,7 @@ from __future__ import annotations
 import qt
 import slicer
 import vtk
-from BoneMetSegLib.Install import installDependencies, missingRequirements
+from BoneMetSegLib.Install import installDependencies, missingRequirements, unsupportedPython
 from BoneMetSegLib.JobView import JobView
 from BoneMetSegLib.Parameters import BoneMetSynthParameterNode, pathOrNone
 from slicer.util import VTKObservationMixin
@@ -219,7 +219,7 @@ class BoneMetSynthPanel(VTKObservationMixin):
 
     # ---- refinement and batch ----------------------------------------------------------------------------------
     def ensureDependencies(self) -> bool:
-        if not missingRequirements(deep=True):
+        if not unsupportedPython() and not missingRequirements(deep=True):
             return True
         with slicer.util.tryWithErrorDisplay("Installing the BoneMet dependencies failed.", waitCursor=True):
             return installDependencies(deep=True, askConfirmation=True, log=self.job.onLog)
