@@ -117,3 +117,15 @@ def test_head_like_skull_is_an_error():
     ct[(r >= 62) & (r < 68)] = 1200.0  # skull shell
     with pytest.raises(InputError, match="no femur"):
         segment_femur(ct, g)
+
+
+def test_large_volume_path_works_on_a_coarser_grid(cases, monkeypatch):
+    """Very large scans are segmented on a coarser working grid and the labels brought back to the CT grid."""
+    import bonemet.femur as femur_mod
+
+    c = cases[1]
+    monkeypatch.setattr(femur_mod, "MAX_WORK_VOXELS", c.ct.size // 3)
+    seg = femur_mod.segment_femur(c.ct, c.geometry)
+    assert seg.shape == c.ct.shape
+    for lab in (1, 2):
+        assert dice(seg == lab, c.femur == lab) >= 0.9
