@@ -41,7 +41,7 @@ def case_plan(n: int, seed: int, healthy_fraction: float) -> list[tuple[str, boo
     return [(f"ph{i:03d}", bool(flags[i])) for i in range(n)]
 
 
-def case_record(case: PhantomCase, root: Path, seed: int, preset_name: str) -> dict:
+def case_record(case: PhantomCase, seed: int, preset_name: str) -> dict:
     m = case.meta
     return {
         "id": case.id,
@@ -64,7 +64,7 @@ def case_record(case: PhantomCase, root: Path, seed: int, preset_name: str) -> d
 
 
 def write_case(case: PhantomCase, root: Path, seed: int, preset_name: str, preview: bool = False) -> dict:
-    rec = case_record(case, root, seed, preset_name)
+    rec = case_record(case, seed, preset_name)
     write_volume(root / rec["ct"], case.ct, case.geometry)
     write_volume(root / rec["femur"], case.femur, case.geometry)
     if rec["lesion"]:
@@ -85,7 +85,7 @@ def generate_cohort(out_dir, n: int = 10, seed: int = 0, preset="small", healthy
     # Resume: cases already written with the same parameters are kept.
     state_path = out / ".phantom-state.json"
     done: dict[str, dict] = {}
-    key = {"seed": seed, "preset": params, "n_ignored": True}
+    key = {"seed": seed, "preset": params}
     if resume and state_path.exists():
         try:
             state = json.loads(state_path.read_text())
@@ -124,8 +124,11 @@ def save_preview(case: PhantomCase, path: Path) -> Path:
 
     ct, fem, les = case.ct, case.femur, case.lesion
     sz, sy, sx = case.geometry.spacing_zyx
-    focus = les if les.any() else fem > 0
-    zc, yc, xc = (int(v) for v in np.round(np.argwhere(focus).mean(0)))
+    if case.meta.get("lesions"):  # through the largest lesion
+        big = max(case.meta["lesions"], key=lambda d: d["volume_mm3"])
+        xc, yc, zc = (int(round(v)) for v in big["centre_ijk"])
+    else:
+        zc, yc, xc = (int(v) for v in np.round(np.argwhere(fem > 0).mean(0)))
     views = [
         ("axial", ct[zc], fem[zc], les[zc], sy / sx),
         ("coronal", ct[:, yc, :], fem[:, yc, :], les[:, yc, :], sz / sx),

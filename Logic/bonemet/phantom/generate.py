@@ -128,7 +128,7 @@ def make_case(case_id: str = "ph000", seed: int = 0, preset="small", healthy: bo
     depth = _depth(fem_any, sp_zyx)                       # mm below the femur surface
     reg = np.where(fem_any, regions, 0)
     # shaft cortex thickens distally
-    zmm = (np.arange(shape[0]) * sz)[:, None, None] * np.ones((1, 1, 1))
+    zmm = (np.arange(shape[0]) * sz)[:, None, None]
     head_z_idx = (np.nonzero((reg == REGION_IDS["head"]).any(axis=(1, 2)))[0])
     hz = float(head_z_idx.mean() * sz) if head_z_idx.size else float(shape[0] * sz * 0.75)
     below = np.clip(hz - zmm - 55.0, 0, None)
@@ -257,8 +257,11 @@ def _place_lesion(r, femur, reg, depth, t_cort, existing, sp_zyx, p, label_id):
     breach = bool(r.random() < p.get("breach_probability", 0.3))
     target = float(np.exp(r.uniform(np.log(vmin), np.log(max(vmin * 1.01, vmax)))))
     blocked = ndi.binary_dilation(existing > 0, iterations=2) if existing.any() else np.zeros(femur.shape, bool)
+    away_from_edge = np.zeros(femur.shape, bool)
+    margin = max(2, int(round(8.0 / sp_zyx[0])))
+    away_from_edge[margin:-margin] = True  # lesions not cut by the field of view
     for attempt in range(12):
-        region = (femur == SIDES[side]) & (reg == REGION_IDS[loc]) & ~blocked
+        region = (femur == SIDES[side]) & (reg == REGION_IDS[loc]) & ~blocked & away_from_edge
         req = np.cbrt(3 * target / (4 * np.pi))
         cand = region & (depth > (0.2 * req if breach else t_cort + 0.5 * req))
         if not cand.any():
