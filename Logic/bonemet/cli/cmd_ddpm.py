@@ -71,5 +71,6 @@ def run(args) -> int:
                          ema=args.ema, amp=args.amp, max_cases=args.max_cases)
     import logging
 
-    logging.getLogger("bonemet").info("summary: %s", json.dumps(summary))
+    if summary.get("rank", 0) == 0:
+        logging.getLogger("bonemet").info("summary: %s", json.dumps(summary))
     return 0

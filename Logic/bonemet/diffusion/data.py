@@ -81,6 +81,7 @@ class PreparedCase:
     region: tuple              # slices into the original volume
     pad: list                  # [(before, after)] * 3 applied after cropping
     coords: np.ndarray | None = None  # (3, Z, Y, X) when conditioning
+    spacing_zyx: tuple = (1.0, 1.0, 1.0)
 
     @property
     def region_shape(self):
@@ -105,7 +106,7 @@ def prepare_arrays(case_id: str, ct_hu: np.ndarray, femur: np.ndarray | None, le
     coords = None
     if with_coords:
         coords = coordinate_channels(img.shape, [s.stop - s.start for s in region], [p[0] for p in pad])
-    return PreparedCase(case_id, img, fem, les, region, pad, coords)
+    return PreparedCase(case_id, img, fem, les, region, pad, coords, tuple(float(v) for v in spacing_zyx))
 
 
 def load_training_cases(dataset_dir, cfg: dict, conditioning: str = "none", max_cases: int | None = None

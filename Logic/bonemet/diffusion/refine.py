@@ -67,6 +67,10 @@ def ddim_schedule(cfg: dict, lam: float, ddim_steps: int = 50, lambda_unit: str 
     return ts[-lam_i:]
 
 
+def _fmt(v) -> str:
+    return "x".join(f"{float(x):.2f}" for x in v)
+
+
 def _region_feather(region, shape, width: int) -> np.ndarray:
     """(Z, Y, X) weights over the region: ramps 0 -> 1 over ``width`` voxels from borders inside the volume."""
     axes = []
@@ -128,6 +132,10 @@ def refine_volume(ct_hu: np.ndarray, femur_mask, lesion_mask, spacing_zyx, netwo
         device = next(network.parameters()).device
     device = torch.device(device)
     patch = patch_zyx(config)
+    trained = config["data"].get("train_spacing_zyx")
+    if trained and any(abs(float(a) / float(b) - 1.0) > 0.25 for a, b in zip(spacing_zyx, trained)):
+        log.warning("%s: voxel size %s mm differs from the training data's %s mm; resample first for best "
+                    "results", noise_key, _fmt(spacing_zyx), _fmt(trained))
 
     prep = prepare_arrays(noise_key, ct_hu, femur_mask, lesion_mask, spacing_zyx, config,
                           with_coords=cond_mode == "mask")

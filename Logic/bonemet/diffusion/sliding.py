@@ -62,17 +62,22 @@ def sliding_apply(fn, volume, patch, overlap: float = 0.5, mode: str = "gaussian
     """Blend ``fn`` over windows of ``volume``.
 
     ``volume``: torch tensor (C, Z, Y, X), each spatial dim >= patch. ``fn``: (B, C, *patch) -> (B, out_channels,
-    *patch). Returns (output (out_channels, Z, Y, X) tensor, number of windows evaluated)."""
+    *patch), always called with B = ``sw_batch_size``. Returns (output (out_channels, Z, Y, X) tensor, number of windows evaluated)."""
     import torch
 
     wins = windows(tuple(volume.shape[1:]), patch, overlap)
     w = torch.from_numpy(blend_weights(patch, mode)).to(device=volume.device)
     out = torch.zeros((out_channels,) + tuple(volume.shape[1:]), dtype=torch.float32, device=volume.device)
     norm = torch.zeros(tuple(volume.shape[1:]), dtype=torch.float32, device=volume.device)
-    for i in range(0, len(wins), max(1, int(sw_batch_size))):
-        chunk = wins[i:i + max(1, int(sw_batch_size))]
-        batch = torch.stack([volume[(slice(None),) + sl] for sl in chunk])
-        pred = fn(batch).float()
+    bs = max(1, int(sw_batch_size))
+    for i in range(0, len(wins), bs):
+        chunk = wins[i:i + bs]
+        # Always call fn with exactly ``bs`` windows (the last batch is padded by repeating its last window):
+        # every window is then computed the same way whatever its position in the list, and PyTorch's CPU
+        # convolution picks its fast (oneDNN) kernel for batches > 1.
+        padded = chunk + [chunk[-1]] * (bs - len(chunk))
+        batch = torch.stack([volume[(slice(None),) + sl] for sl in padded])
+        pred = fn(batch).float()[:len(chunk)]
         for sl, p in zip(chunk, pred):
             out[(slice(None),) + sl] += p * w
             norm[sl] += w

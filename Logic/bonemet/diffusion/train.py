@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bonemet.atomic import atomic_path, write_text
+from bonemet.atomic import atomic_path
 from bonemet.errors import InputError
 from bonemet.seeding import derive_seed
 
@@ -201,6 +201,8 @@ def train_ddpm(dataset_dir, model_dir, preset: str = "small", steps: int | None 
         batch = int(tr.get("batch_size", 1))
 
         cases = load_training_cases(dataset_dir, cfg, cond_mode, max_cases)
+        if doc is None:
+            cfg["data"]["train_spacing_zyx"] = [float(v) for v in np.median([c.spacing_zyx for c in cases], axis=0)]
         sampler = PatchSampler(cases, cfg, seed, cond_mode)
         steps_per_epoch = max(1, math.ceil(len(cases) / (batch * dist.world)))
 
@@ -290,10 +292,9 @@ def train_ddpm(dataset_dir, model_dir, preset: str = "small", steps: int | None 
             log.info("DDPM trained to step %d (last loss %.4g) in %.1f s; saved to %s", total, last or float("nan"),
                      seconds, model_dir)
         return {"model_dir": os.fspath(model_dir), "step": total, "final_loss": last, "seconds": seconds,
-                "processes": dist.world, "parameters": n_params, "cases": len(cases)}
+                "processes": dist.world, "rank": dist.rank, "parameters": n_params, "cases": len(cases)}
     finally:
         D.finish(dist)
 
 
-__all__ = ["train_ddpm", "training_step", "diffusion_loss", "step_noise", "lr_at", "write_loss_curve",
-           "write_text"]
+__all__ = ["train_ddpm", "training_step", "diffusion_loss", "step_noise", "lr_at", "write_loss_curve"]
