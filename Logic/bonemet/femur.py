@@ -174,11 +174,8 @@ def _segment_lps(ct: np.ndarray, sp_zyx, bone_hu: float, path) -> np.ndarray:
     cut = bone & (valley < VALLEY_CUT_HU)
     inside = np.stack([ndi.binary_fill_holes(x) if x.any() else x for x in cut]) & ~bone
     s_eff = np.where(inside, 600.0, s)
-    # outside bone: a high plateau, sloped by the distance from the femur markers, so that where a dark lesion
-    # breaks the femur the femur floods through it before the pelvis floods across the joint space
-    d_fem = ndi.distance_transform_edt((markers != 1) & (markers != 2), sampling=sp)
-    land = np.where(bone | inside, np.clip(3000.0 - np.minimum(s_eff, 800.0) + 4.0 * valley, 0, 9000),
-                    10000.0 + np.minimum(d_fem, 5000.0))
+    # outside bone: a high plateau (what lies there is relabelled afterwards)
+    land = np.where(bone | inside, np.clip(3000.0 - np.minimum(s_eff, 800.0) + 4.0 * valley, 0, 9000), 10000.0)
     land = np.rint(land).astype(np.uint16)
     ws_img = sitk.MorphologicalWatershedFromMarkers(sitk.GetImageFromArray(land),
                                                     sitk.GetImageFromArray(markers.astype(np.uint16)),
@@ -204,21 +201,27 @@ def _segment_lps(ct: np.ndarray, sp_zyx, bone_hu: float, path) -> np.ndarray:
     return out
 
 
-def _valley(s: np.ndarray, sp) -> np.ndarray:
-    """How much darker each voxel is than bright structures on both sides of it, 1-2 voxels away, along some
-    direction (HU, >= 0): large inside thin dark gaps between bright bone (a joint space), ~0 inside wide dark
-    regions (medullary canal, soft tissue)."""
+def _valley(s: np.ndarray, sp, reach_mm=(1.0, 2.0, 3.5)) -> np.ndarray:
+    """How much darker each voxel is than bright structures on both sides of it (up to ``reach_mm`` away)
+    along some direction (HU, >= 0): large inside thin dark gaps between bright bone (a joint space), ~0 inside
+    wide dark regions (medullary canal, soft tissue)."""
     out = np.zeros(s.shape, np.float32)
-    pad = 2
+    units = ((1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 1), (0, 1, -1), (1, 0, 1), (1, 0, -1), (1, 1, 0), (1, -1, 0))
+    steps = {tuple(e[a] * max(1, int(round(r / sp[a]))) for a in range(3)) for e in units for r in reach_mm}
+    pad = max(max(abs(v) for v in d) for d in steps)
     P = np.pad(s, pad, mode="edge")
     n0, n1, n2 = s.shape
 
     def shifted(d):
         return P[pad + d[0]:pad + d[0] + n0, pad + d[1]:pad + d[1] + n1, pad + d[2]:pad + d[2] + n2]
 
-    for e in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 1), (0, 1, -1), (1, 0, 1), (1, 0, -1), (1, 1, 0), (1, -1, 0)):
-        fa = np.maximum(shifted(e), shifted(tuple(2 * v for v in e)))
-        fb = np.maximum(shifted(tuple(-v for v in e)), shifted(tuple(-2 * v for v in e)))
+    for e in units:
+        ds = sorted({tuple(e[a] * max(1, int(round(r / sp[a]))) for a in range(3)) for r in reach_mm})
+        fa = fb = None
+        for d in ds:
+            a, b = shifted(d), shifted(tuple(-v for v in d))
+            fa = a if fa is None else np.maximum(fa, a)
+            fb = b if fb is None else np.maximum(fb, b)
         np.maximum(out, np.minimum(fa, fb) - s, out=out)
     return out
 

@@ -112,7 +112,7 @@ def make_case(case_id: str = "ph000", seed: int = 0, preset="small", healthy: bo
     vox_in = float(np.clip(sxy, 0.5, 2.5))
     # partial-volume fractions: sharpen the smooth atlas channels to a ~1 mm transition (no long tails that
     # would fill the joint space)
-    chans = np.clip(0.5 + (chans - 0.5) * (2.5 * vox_in / 2.0), 0.0, 1.0)
+    chans = np.clip(0.5 + (chans - 0.5) * (2.5 * 2.0 / vox_in), 0.0, 1.0)
     tot = chans.sum(0)
     over = tot > 1
     chans[:, over] /= tot[over]
