@@ -194,6 +194,7 @@ def _segment_lps(ct: np.ndarray, sp_zyx, bone_hu: float, path) -> np.ndarray:
             fb = _remove_streaks(fb, metal, sp)
         filled = _fill(fb, sp)
         filled &= ~(near_other & ~fb)
+        filled = _drop_thin_attachments(filled, markers == side, sp)
         filled = _refine_surface(filled, s, sp)
         filled = _largest(filled)
         out[filled & (out == 0)] = side
@@ -267,6 +268,25 @@ def _fill(mask: np.ndarray, sp) -> np.ndarray:
     out = np.zeros_like(mask)
     out[bb] = m
     return out | mask
+
+
+def _drop_thin_attachments(mask: np.ndarray, seeds: np.ndarray, sp, radius_mm: float = 2.5) -> np.ndarray:
+    """Remove pieces joined to the femur only through a thin bridge (e.g. an acetabular wall reached through
+    a lesion that breaks the head cortex): erode, keep what connects to the femur marker, dilate back inside
+    the mask."""
+    if not mask.any():
+        return mask
+    bb = ndi.find_objects(mask.astype(np.uint8))[0]
+    pad = [int(np.ceil(radius_mm / v)) + 1 for v in sp]
+    bb = tuple(slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(bb, pad, mask.shape))
+    ball = _ball(radius_mm, sp)
+    m = mask[bb]
+    core = ndi.binary_erosion(m, structure=ball)
+    core = _connected_to(core, seeds[bb] & core) if (seeds[bb] & core).any() else _largest(core)
+    kept = m & ndi.binary_dilation(core, structure=ball)
+    out = np.zeros_like(mask)
+    out[bb] = kept
+    return out
 
 
 def _connected_to(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
