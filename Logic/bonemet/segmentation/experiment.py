@@ -70,7 +70,7 @@ def allowed_cases(dataset_dir, exclude_sources) -> list[str]:
     Raises InputError when a lesioned case records no ``source_case`` (leakage could not be controlled)."""
     excl = {str(s) for s in exclude_sources}
     out = []
-    for c in load_manifest(dataset_dir):
+    for c in load_manifest(dataset_dir, check_files=False):
         src = c.get("source_case")
         if src is None and not c.healthy:
             raise InputError(f"case {c.id} records no 'source_case': cannot exclude the test fold's lesions "
