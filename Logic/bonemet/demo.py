@@ -154,12 +154,34 @@ def stage_refine(d: Demo) -> dict:
 
     c = d.cfg["refine"]
     synth = Path(d.results["synthesis"]["synthetic"])
+    ids = _spread_over_sources(synth, c["max_cases"])
     res = refine_dataset(synth, d.out / "ddpm", d.out / "refined", lam=c["lambda"], ddim_steps=c["ddim_steps"],
-                         seed=d.seed, device=d.device, lambda_unit=c["lambda_unit"], max_cases=c["preview_cases"])
+                         seed=d.seed, device=d.device, lambda_unit=c["lambda_unit"], case_ids=ids,
+                         overlap=c.get("overlap"), sw_batch_size=c.get("sw_batch_size"),
+                         keep_far_mm=c.get("keep_far_mm"))
     res = json.loads(json.dumps(res, default=str))
     res["preview"] = str(_refine_preview(synth, d.out / "refined", d.out / "refined-preview.png"))
     res["folder"] = str(d.out / "refined")
     return res
+
+
+def _spread_over_sources(dataset: Path, n: int | None) -> list[str] | None:
+    """Up to ``n`` case ids taken round-robin over the lesion source cases, so that every cross-validation
+    fold keeps some refined cases after its test lesions are excluded (``None``: all cases)."""
+    from bonemet.dataset import load_manifest
+
+    if not n:
+        return None
+    by_source: dict[str, list[str]] = {}
+    for case in load_manifest(dataset, check_files=False):
+        by_source.setdefault(str(case.get("source_case")), []).append(case.id)
+    queues = [list(v) for _, v in sorted(by_source.items())]
+    ids: list[str] = []
+    while len(ids) < n and any(queues):
+        for q in queues:
+            if q and len(ids) < n:
+                ids.append(q.pop(0))
+    return ids
 
 
 def _refine_preview(before_dir: Path, after_dir: Path, png: Path, n: int = 3) -> Path:

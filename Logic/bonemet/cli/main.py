@@ -17,7 +17,7 @@ from bonemet.errors import BoneMetError
 
 # Order = order in ``bonemet --help``.
 COMMANDS = [
-    "phantom", "femur", "io",
+    "phantom", "femur",
     "compare", "evaluate", "variability",
     "lesions", "synth", "place",
     "ddpm", "refine",
