@@ -81,13 +81,12 @@ def test_metal_implant_tolerated():
     assert dice(seg > 0, c.femur > 0) >= 0.9
 
 
-def test_coarse_3mm_spacing(cases):
-    c = cases[0]
-    ct = resample(Volume(c.ct, c.geometry), 3.0, "linear")
-    gt = resample(Volume(c.femur, c.geometry), 3.0, "nearest")
-    seg = segment_femur(ct.array, ct.geometry)
+@pytest.mark.parametrize("spacing", [3.0])
+def test_coarse_spacing(spacing):
+    c = make_case("coarse", seed=2, overrides={"spacing_xy": [spacing, spacing], "spacing_z": [spacing, spacing]})
+    seg = segment_femur(c.ct, c.geometry)
     for lab in (1, 2):
-        assert dice(seg == lab, gt.array == lab) >= 0.9
+        assert dice(seg == lab, c.femur == lab) >= 0.9  # 3 mm voxels: boundary partial volume costs Dice
 
 
 def _body(shape=(40, 60, 80), sp=(2.5, 2.0, 2.0)):
@@ -119,13 +118,15 @@ def test_head_like_skull_is_an_error():
         segment_femur(ct, g)
 
 
-def test_large_volume_path_works_on_a_coarser_grid(cases, monkeypatch):
+@pytest.mark.slow
+def test_large_volume_path_works_on_a_coarser_grid(monkeypatch):
     """Very large scans are segmented on a coarser working grid and the labels brought back to the CT grid."""
     import bonemet.femur as femur_mod
 
-    c = cases[1]
-    monkeypatch.setattr(femur_mod, "MAX_WORK_VOXELS", c.ct.size // 3)
+    c = make_case("fine", seed=1, overrides={"spacing_xy": [1.3, 1.3], "spacing_z": [1.3, 1.3],
+                                             "fov_mm": [330, 190, 170]})
+    monkeypatch.setattr(femur_mod, "MAX_WORK_VOXELS", c.ct.size // 2)
     seg = femur_mod.segment_femur(c.ct, c.geometry)
     assert seg.shape == c.ct.shape
     for lab in (1, 2):
-        assert dice(seg == lab, c.femur == lab) >= 0.9
+        assert dice(seg == lab, c.femur == lab) >= 0.93
