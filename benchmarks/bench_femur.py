@@ -111,7 +111,7 @@ def bench_io() -> list[dict]:
 
 def to_markdown(res: dict) -> str:
     lines = ["## Femur segmentation and volume I/O (`bench_femur.py`)", "",
-             f"Machine: {res['machine']}  ", f"Date: {res['date']}", "",
+             f"Machine: {res['machine']}  ", f"Date: {res['date']}  ", f"Command: `{res['command']}`", "",
              "Classical femur segmentation (`bonemet femur`, no trained model) against the phantom ground truth; "
              "seconds = segmentation only (phantom generation listed separately).", "",
              "| preset | case | atlas | size (x,y,z) | spacing (mm) | lesions | Dice right | Dice left | "
@@ -157,7 +157,8 @@ def main() -> int:
     io = bench_io()
     ours = next(r for r in io if r["format"] == ".nii.gz" and r["tool"].startswith("bonemet"))
     peer = next(r for r in io if r["tool"].startswith("nibabel"))
-    res = {"machine": machine(), "date": dt.date.today().isoformat(), "cases": cases, "summary": summary,
+    res = {"machine": machine(), "date": dt.date.today().isoformat(),
+           "command": " ".join(["python", "benchmarks/bench_femur.py", *sys.argv[1:]]), "cases": cases, "summary": summary,
            "io": io, "io_ratio_vs_nibabel": round(ours["round_trip_s"] / peer["round_trip_s"], 3)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "femur.json").write_text(json.dumps(res, indent=2) + "\n")
