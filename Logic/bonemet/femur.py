@@ -15,7 +15,8 @@ Pipeline (:func:`segment_femur`):
 6. each femur: largest piece connected to its marker, holes filled slice by slice (axial, coronal, sagittal)
    and in 3D, closed (2 mm) to seal small cortical breaches, never growing into the pelvis;
    with metal present, a 2 mm opening removes streak artefacts attached to the bone;
-7. sanity checks (volume, thickness, height): otherwise ``InputError("no femur found ...")``.
+7. if one femur is > 1.3x the other (pelvis leaking in), retry with stricter bone thresholds;
+8. sanity checks (volume, thickness, height): otherwise ``InputError("no femur found ...")``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ BONE_HU = 300.0
 METAL_HU = 2000.0
 MAX_WORK_VOXELS = 40_000_000
 VALLEY_CUT_HU = 150.0
+MAX_ASYMMETRY = 1.3  # volume ratio of the two femurs above which the segmentation is retried
 LABELS = {0: "background", 1: "right femur (smaller LPS x)", 2: "left femur"}
 
 
@@ -61,7 +63,20 @@ def segment_femur(ct_hu: np.ndarray, geometry: Geometry, bone_hu: float = BONE_H
         work = sitk.Resample(lps, new_size, sitk.Transform(), sitk.sitkLinear, lps.GetOrigin(), tuple(new_sp),
                              lps.GetDirection(), -1024.0, sitk.sitkFloat32)
     arr = sitk.GetArrayFromImage(work)
-    labels = _segment_lps(arr, tuple(work.GetSpacing()[::-1]), bone_hu, path)
+    sp_zyx = tuple(work.GetSpacing()[::-1])
+    labels = _segment_lps(arr, sp_zyx, bone_hu, path)
+    if _asymmetry(labels) > MAX_ASYMMETRY:
+        # one femur much larger than the other: usually pelvis leaking in through a blurred joint space (or a
+        # head lost to the pelvis). Retry with stricter thresholds; keep a result only if it is symmetric.
+        for t in (bone_hu + 100.0, bone_hu + 200.0):
+            try:
+                alt = _segment_lps(arr, sp_zyx, t, path)
+            except InputError:
+                continue
+            if _asymmetry(alt) <= MAX_ASYMMETRY:
+                log.debug("femur: bone threshold %.0f HU gave asymmetric femurs, used %.0f HU", bone_hu, t)
+                labels = alt
+                break
     out = sitk.GetImageFromArray(labels)
     out.CopyInformation(work)
     if work is not lps:
@@ -92,6 +107,11 @@ def _check_ct_like(ct: np.ndarray, geometry: Geometry, path) -> None:
     bone_ml = float((ct > BONE_HU).sum()) * geometry.voxel_volume / 1000.0
     if bone_ml < 15.0:
         raise InputError(f"no femur found: only {bone_ml:.1f} ml of bone (> {BONE_HU:.0f} HU) in the image", path)
+
+
+def _asymmetry(labels: np.ndarray) -> float:
+    v = np.bincount(labels.ravel(), minlength=3)[1:3].astype(float)
+    return float(v.max() / v.min()) if v.min() > 0 else 1.0
 
 
 def _resample_labels(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:
