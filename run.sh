@@ -54,6 +54,9 @@ ensure_browser() {
   fi
 }
 
+# Text files are UTF-8 whatever the locale (some libraries reset the C locale at import).
+export PYTHONUTF8=1
+
 cmd="${1:-}"
 [ -n "$cmd" ] && shift || true
 case "$cmd" in

@@ -13,3 +13,6 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+# Subprocesses started by tests read and write UTF-8 text whatever the locale.
+os.environ.setdefault("PYTHONUTF8", "1")

@@ -57,7 +57,7 @@ class Demo:
         settings = {"preset": self.preset, "seed": self.seed, "config": self.cfg}
         sfile = self.out / "stages" / "settings.json"
         if sfile.exists():
-            previous = json.loads(sfile.read_text())
+            previous = json.loads(sfile.read_text(encoding="utf-8"))
             if previous != json.loads(json.dumps(settings)):
                 from bonemet.errors import InputError
 
@@ -71,7 +71,7 @@ class Demo:
                 continue
             sf = self.stage_file(name)
             if sf.exists():
-                self.results[name] = json.loads(sf.read_text())
+                self.results[name] = json.loads(sf.read_text(encoding="utf-8"))
                 log.info("demo: stage %s already done (resumed)", name)
                 continue
             log.info("demo: stage %s ...", name)

@@ -152,7 +152,7 @@ def _dice_fig(res):
     if not p.exists():
         return None
     rows = []
-    with open(p, newline="") as f:
+    with open(p, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             row["dice"] = float(row["dice"]) if row.get("dice") not in (None, "") else None
             rows.append(row)

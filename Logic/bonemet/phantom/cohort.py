@@ -88,7 +88,7 @@ def generate_cohort(out_dir, n: int = 10, seed: int = 0, preset="small", healthy
     key = {"seed": seed, "preset": params}
     if resume and state_path.exists():
         try:
-            state = json.loads(state_path.read_text())
+            state = json.loads(state_path.read_text(encoding="utf-8"))
             if state.get("key") == json.loads(json.dumps(key)):
                 done = state.get("cases", {})
         except (json.JSONDecodeError, OSError):

@@ -212,7 +212,7 @@ class _Runner:
 
     # -- helpers
     def _done(self, marker: Path):
-        return json.loads(marker.read_text()) if marker.exists() else None
+        return json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else None
 
     def _timed(self, name, fn):
         t0 = time.perf_counter()
