@@ -256,8 +256,8 @@ def test_torchrun_sharded_equals_single(data, tmp_path):
     refine_dataset(data["synth"], data["model"], single, lam=10, seed=7, device="cpu")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BONEMET_PROGRESS": "off", "PYTHONPATH": str(ROOT / "Logic")}
     sharded = tmp_path / "sharded"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29100 + os.getpid() % 300), "-m", "bonemet", "refine", str(data["synth"]), "--model",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "bonemet",
+           "refine", str(data["synth"]), "--model",
            str(data["model"]), "-o", str(sharded), "--lambda", "10", "--seed", "7", "--device", "cpu"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

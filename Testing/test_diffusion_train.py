@@ -206,8 +206,8 @@ def test_conditioning_mask_training(dataset, tmp_path):
 
 def _torchrun(args, tmp_path, nproc=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BONEMET_PROGRESS": "off", "PYTHONPATH": str(ROOT / "Logic")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-           str(29500 + os.getpid() % 400), "-m", "bonemet", *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m",
+           "bonemet", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
 
 
