@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import os
 import zipfile

@@ -27,7 +27,7 @@ from bonemet.atomic import atomic_path, write_text
 from bonemet.errors import InputError
 from bonemet.progress import progress
 from bonemet.seeding import derive_seed, rng
-from bonemet.segmentation.config import make_config, patch_zyx, validate_config
+from bonemet.segmentation.config import make_config, validate_config
 from bonemet.segmentation.data import dataset_kind, load_case_crops, load_dataset_cases
 
 log = logging.getLogger("bonemet")
