@@ -268,3 +268,43 @@ def test_torchrun_sharded_equals_single(data, tmp_path):
         ra, rb = dict(a[k][1]["refinement"]), dict(b[k][1]["refinement"])
         ra.pop("seconds"), rb.pop("seconds")
         assert ra == rb
+
+
+def test_keep_far_refines_only_the_lesion_neighbourhood(tmp_path):
+    """With --keep-far the network runs on the lesion's neighbourhood only (far fewer windows), and voxels
+    farther than the distance from the lesion are untouched."""
+    import numpy as np
+    from scipy import ndimage
+
+    from bonemet.diffusion.model_io import load_model
+    from bonemet.diffusion.refine import refine_volume
+    from bonemet.diffusion.train import train_ddpm
+    from bonemet.phantom import make_case
+
+    case = make_case("kf", seed=3, preset="small", healthy=False, n_lesions=1)
+    healthy = make_case("h", seed=4, preset="small", healthy=True)
+    from bonemet.dataset import write_manifest
+    from bonemet.io import write_volume
+
+    root = tmp_path / "data"
+    write_volume(root / "h_ct.nii.gz", healthy.ct, healthy.geometry)
+    write_volume(root / "h_femur.nii.gz", healthy.femur, healthy.geometry)
+    write_manifest(root, [{"id": "h", "ct": "h_ct.nii.gz", "femur": "h_femur.nii.gz", "lesion": None}])
+    train_ddpm(root, tmp_path / "model", preset="small", steps=2, device="cpu")
+    net, cfg = load_model(tmp_path / "model", "cpu")
+    sp = case.geometry.spacing_zyx
+    from bonemet.diffusion.config import patch_zyx
+    from bonemet.diffusion.data import femur_region
+    from bonemet.diffusion.sliding import windows
+
+    near = {}
+    out = refine_volume(case.ct, case.femur, case.lesion, sp, net, cfg, lam=10, ddim_steps=20, keep_far_mm=6.0,
+                        info=near)
+    whole = femur_region(case.femur, sp, float(cfg["data"].get("region_margin_mm", 10.0)), patch_zyx(cfg))
+    overlap = float(cfg["refine"].get("overlap", 0.5))
+    n_whole = len(windows([s.stop - s.start for s in whole], patch_zyx(cfg), overlap))
+    assert 0 < near["windows"] < n_whole / 3
+    dist = ndimage.distance_transform_edt(case.lesion == 0, sampling=sp)
+    far = dist > 6.0 + 1e-6
+    assert np.array_equal(out[far], case.ct.astype(np.float32)[far])
+    assert not np.array_equal(out[case.lesion > 0], case.ct.astype(np.float32)[case.lesion > 0])
