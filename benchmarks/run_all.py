@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-ORDER = ["metrics", "femur", "synthesis", "diffusion", "segmentation", "demo"]
+ORDER = ["metrics", "femur", "synthesis", "diffusion", "segmentation", "slicer", "demo"]
 
 
 def machine() -> str:
