@@ -11,12 +11,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _machine
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,7 +40,7 @@ def main() -> int:
         f = out / "stages" / f"{name}.json"
         if f.exists():
             stages[name] = json.loads(f.read_text(encoding="utf-8")).get("seconds")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only"
+    machine = _machine.machine()
     res = {"preset": args.preset, "exit_code": code, "wall_s": round(wall, 1),
            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "stages_s": stages, "machine": machine,
            "date": dt.date.today().isoformat(), "out": str(out)}

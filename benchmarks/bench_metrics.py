@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _machine import machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -133,18 +133,6 @@ def deepmind(pred, ref, sp):
     a, b = sd.compute_average_surface_distance(s)
     # surface-distance's ASSD is area-weighted per direction; report the mean of both directions
     return float(hd95), float((a + b) / 2)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,18 +36,7 @@ import SimpleITK as sitk  # noqa: E402
 from bonemet import io as bio  # noqa: E402
 from bonemet import mrml  # noqa: E402
 from bonemet.io import Geometry, Volume  # noqa: E402
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+from _machine import machine  # noqa: E402
 
 
 def timeit(fn, repeat=3):

@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from bonemet.synthesis.insertion import femur_candidates  # noqa: E402
 from bonemet.synthesis.library import extract_items, extract_library  # noqa: E402
 from bonemet.synthesis.placement import place_lesion  # noqa: E402
 from bonemet.synthesis.transform import rotation_matrix  # noqa: E402
+from _machine import machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -65,18 +65,6 @@ def femur_crop(shape=(400, 200, 200), seed=0, lesion_radius_mm=0.0):
         lesion = (bumpy <= lesion_radius_mm) & femur
         ct[lesion] = 10.0 + r.normal(0, 25, int(lesion.sum()))
     return ct, femur.astype(np.uint8), lesion
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
 def timeit(fn, repeat):

@@ -14,11 +14,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import _machine
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -26,29 +27,12 @@ ORDER = ["metrics", "femur", "synthesis", "diffusion", "segmentation", "slicer",
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
+    """The shared description plus total memory."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 1024 ** 2:.0f} GiB RAM"
+        kb = int(Path("/proc/meminfo").read_text(encoding="utf-8").split()[1])
+        return f"{_machine.machine()}, {kb / 1024 ** 2:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
-        pass
-    gpu = "no GPU"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}){mem}, {gpu}, Python {platform.python_version()}"
+        return _machine.machine()
 
 
 def run_one(name: str) -> dict:
