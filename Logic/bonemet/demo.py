@@ -227,7 +227,8 @@ def stage_experiment(d: Demo) -> dict:
     c = d.cfg["experiment"]
     res = run_experiment(d.cohort, d.out / "experiment", folds=c["folds"], preset=c["preset"],
                          sizes=tuple(c["sizes"]), seed=d.seed, device=d.device, epochs=c.get("epochs"),
-                         finetune_epochs=c.get("finetune_epochs"),
+                         finetune_epochs=c.get("finetune_epochs"), max_iterations=c.get("max_iterations"),
+                         overrides=c.get("overrides"),
                          synthetic_dir=d.results["synthesis"]["synthetic"], diffusion_dir=d.results["refine"]["folder"],
                          ddpm_model=d.out / "ddpm")
     return json.loads(json.dumps(res, default=str))
